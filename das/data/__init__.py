@@ -1,0 +1,26 @@
+"""Data for das: in-memory image datasets, the Lightning data module and the probe batches.
+
+Datasets are small enough to hold in memory as ``uint8`` tensors (see ``das.data.splits``),
+which keeps splits exact and probe batches cheap and reproducible. Add a dataset by
+registering a loader in :data:`DATASETS` (see ``das.data.datasets``).
+"""
+
+from das.data.datamodule import DasDataModule
+from das.data.datasets import DATASETS, load_dataset
+from das.data.probe import probe_batches
+from das.data.splits import DatasetSplits, ImageDataset, ImageSplit, stratified_split
+from das.data.transforms import AUGMENTATIONS, eval_transform, train_transform
+
+__all__ = [
+    "AUGMENTATIONS",
+    "DATASETS",
+    "DasDataModule",
+    "DatasetSplits",
+    "ImageDataset",
+    "ImageSplit",
+    "eval_transform",
+    "load_dataset",
+    "probe_batches",
+    "stratified_split",
+    "train_transform",
+]

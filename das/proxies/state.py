@@ -1,0 +1,34 @@
+"""Leave a scored model exactly as it was: weights, buffers, modes, requires_grad and grads."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+
+@contextmanager
+def preserved(model: nn.Module) -> Iterator[nn.Module]:
+    """Snapshot the model's state and restore it on exit, even when scoring fails.
+
+    Scoring runs the model in train mode (BatchNorm uses batch statistics, as every zero-cost
+    proxy paper does at initialisation), which would otherwise move the running statistics.
+    """
+    state = {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()}
+    modes = {name: m.training for name, m in model.named_modules()}
+    flags = {name: p.requires_grad for name, p in model.named_parameters()}
+    grads = {name: None if p.grad is None else p.grad.detach().clone() for name, p in model.named_parameters()}
+    try:
+        yield model
+    finally:
+        with torch.no_grad():
+            current = model.state_dict(keep_vars=True)
+            for key, value in state.items():
+                current[key].copy_(value)
+        for name, m in model.named_modules():
+            m.training = modes[name]
+        for name, p in model.named_parameters():
+            p.requires_grad_(flags[name])
+            p.grad = grads[name]

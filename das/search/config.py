@@ -1,0 +1,80 @@
+"""What a search is told: typed dataclasses that jsonargparse fills from YAML and flags."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class TeacherConfig:
+    """The trained network students are ranked against.
+
+    Args:
+        spec: a teacher spec: a registered name (resnet20, resnet56, ...), timm:NAME,
+            torchvision:NAME, or package.module:function.
+        checkpoint: local weights for it; if unset, das trains the teacher once on the dataset
+            (saved under RUN_DIR/teacher and reused by later runs).
+        epochs: epochs for that one-time training.
+        lr: peak learning rate for that training.
+    """
+
+    spec: str = "resnet20"
+    checkpoint: str | None = None
+    epochs: int = 15
+    lr: float = 0.1
+
+
+@dataclass
+class SpaceConfig:
+    """The student search space.
+
+    Args:
+        name: a registered space (nb201).
+        args: the space's construction arguments (for nb201: C, the stem width, and N, the
+            cells per stage).
+    """
+
+    name: str = "nb201"
+    args: dict[str, Any] = field(default_factory=lambda: {"C": 16, "N": 5})
+
+
+@dataclass
+class BudgetConfig:
+    """Hard limits on a student's size; unset means unlimited.
+
+    Args:
+        max_params: trainable parameters.
+        max_flops: forward FLOPs for one input (2 per multiply-accumulate).
+    """
+
+    max_params: int | None = None
+    max_flops: int | None = None
+
+
+@dataclass
+class StudyConfig:
+    """How Optuna searches.
+
+    Args:
+        trials: total trials of the study; rerunning resumes until this many are finished.
+        objective: the proxy maximised.
+        report: further proxies recorded per candidate (e.g. DisWOT's two terms).
+        sampler: tpe or random.
+        seed: seeds the sampler and the probe batches.
+        probe_batch_size: images per probe batch.
+        probe_batches: number of probe batches.
+        storage: an Optuna storage URL; unset means a journal file in the run directory
+            (several processes on one machine may share it; use PostgreSQL across machines).
+        study_name: the study's name inside the storage.
+    """
+
+    trials: int = 100
+    objective: str = "diswot"
+    report: list[str] = field(default_factory=lambda: ["diswot_relation", "diswot_semantic"])
+    sampler: str = "tpe"
+    seed: int = 0
+    probe_batch_size: int = 64
+    probe_batches: int = 1
+    storage: str | None = None
+    study_name: str = "das"

@@ -1,0 +1,57 @@
+"""A tiny search runs, writes its results, resumes, and refuses impossible budgets."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from das.data import DasDataModule
+from das.errors import DasError
+from das.search import BudgetConfig, SpaceConfig, StudyConfig, TeacherConfig, run_search
+from das.spec import ArchSpec
+
+
+def tiny(tmp_path, trials: int, **budget):
+    return dict(
+        run_dir=tmp_path,
+        data=DasDataModule(dataset="digits", image_size=8, batch_size=16, augment=[]),
+        teacher=TeacherConfig(spec="tests.tinynets:TinyNet", epochs=1),
+        space=SpaceConfig(name="nb201", args={"C": 4, "N": 1}),
+        budget=BudgetConfig(**budget),
+        study=StudyConfig(trials=trials, probe_batch_size=16, sampler="random"),
+        device="cpu",
+        log=lambda *_: None,
+    )
+
+
+def test_search_writes_results_and_resumes(tmp_path) -> None:
+    summary = run_search(**tiny(tmp_path, 3))
+    assert summary["trials_finished"] == 3
+    for name in ("leaderboard.csv", "best_arch.json", "scores.png", "study.journal", "teacher/teacher.pt"):
+        assert (tmp_path / name).is_file(), name
+    rows = list(csv.DictReader((tmp_path / "leaderboard.csv").open()))
+    assert {"arch", "diswot", "diswot_relation", "diswot_semantic", "params", "flops"} <= set(rows[0])
+    scores = [float(r["diswot"]) for r in rows]
+    assert scores == sorted(scores, reverse=True)
+    best = json.loads((tmp_path / "best_arch.json").read_text())
+    assert best["search"]["diswot"] == pytest.approx(scores[0])
+    spec = ArchSpec.load(tmp_path / "best_arch.json")
+    assert spec.build(10) is not None
+
+    again = run_search(**tiny(tmp_path, 5))  # same study: only two more trials
+    assert again["trials_finished"] == 5
+
+
+def test_budget_below_the_smallest_candidate_is_refused(tmp_path) -> None:
+    with pytest.raises(DasError, match="smallest candidate"):
+        run_search(**tiny(tmp_path, 2, max_params=10))
+
+
+def test_unknown_proxy_is_refused_before_any_work(tmp_path) -> None:
+    args = tiny(tmp_path, 2)
+    args["study"] = StudyConfig(trials=2, objective="diswt")
+    with pytest.raises(DasError, match="did you mean 'diswot'"):
+        run_search(**args)
+    assert not (tmp_path / "teacher").exists()

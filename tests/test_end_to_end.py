@@ -1,0 +1,41 @@
+"""search.py then train.py, as a user runs them, on a tiny version of the quickstart."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import search
+import train
+
+
+def test_search_then_train(tmp_path, capsys) -> None:
+    run = tmp_path / "run"
+    small = ["--data.image_size", "8", "--data.batch_size", "32", "--space.args", '{"C": 4, "N": 1}']
+    assert search.main([
+        "--run_dir", str(run), *small, "--teacher.epochs", "1", "--study.trials", "3",
+        "--study.probe_batch_size", "32", "--device", "cpu",
+    ]) == 0
+    out = capsys.readouterr().out
+    assert "best student" in out and str(run) in out
+
+    out_dir = tmp_path / "distill"
+    assert train.main([
+        *small[:4], "--model.student", str(run / "best_arch.json"),
+        "--model.teacher_checkpoint", str(run / "teacher" / "teacher.pt"), "--model.input_size", "[3, 8, 8]",
+        "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
+        "--trainer.accelerator", "cpu", "--trainer.default_root_dir", str(out_dir),
+        "--trainer.logger", "false", "--trainer.callbacks", "[]",
+    ]) == 0
+    results = json.loads((out_dir / "results.json").read_text())
+    assert 0 <= results["distilled_test_acc"] <= 100 and 0 <= results["baseline_test_acc"] <= 100
+    assert "distillation:" in capsys.readouterr().out
+
+
+def test_user_mistakes_are_one_line_errors(tmp_path, capsys) -> None:
+    from das.cli import guarded
+
+    assert guarded(search.main, ["--run_dir", str(tmp_path), "--teacher.spec", "resnet2", "--study.trials", "1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error:") and "resnet20" in err and "\n" not in err

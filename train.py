@@ -33,7 +33,8 @@ class DasCLI(LightningCLI):
 
 def main(argv: list[str]) -> int:
     cli = DasCLI(
-        DistillModule, DasDataModule, run=False, args=argv, seed_everything_default=0,
+        DistillModule, DasDataModule, run=False, seed_everything_default=0,
+        args=None if argv == sys.argv[1:] else argv,  # LightningCLI warns when given both
         parser_kwargs={"default_config_files": [str(DEFAULT_CONFIG)]},
         save_config_kwargs={"overwrite": True},
     )

@@ -13,16 +13,21 @@ def guarded(main: Callable[[list[str]], int], argv: list[str] | None = None) -> 
 
     ``--debug`` anywhere on the command line re-raises instead, for the full traceback.
     """
+    from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     if debug:
         argv.remove("--debug")
+    if from_command_line:  # parsers that read sys.argv themselves must not see --debug
+        sys.argv = [sys.argv[0], *argv]
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
     try:
         return main(argv)
-    except DasError as err:
+    except (DasError, MisconfigurationException) as err:  # Lightning's word for a bad Trainer setting
         if debug:
             raise
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: everything written so far is kept; rerun the same command to resume", file=sys.stderr)

@@ -94,9 +94,10 @@ def feature_points(model: nn.Module, example: torch.Tensor | None = None) -> lis
 def infer_feature_points(model: nn.Module, example: torch.Tensor) -> list[FeaturePoint]:
     """Find the pre-pool feature map and the classifier by one dry forward pass.
 
-    The classifier is the last ``nn.Linear`` to run; the final map is the last 4-D output of a
-    leaf or container module that ran before it (containers are preferred when they end at the
-    same tensor, so a stage name is reported rather than its last ReLU).
+    The classifier is the last ``nn.Linear`` to run; the final map is the last 4-D output with a
+    spatial extent (not a global pool's 1×1) of a module that ran before it (containers are
+    preferred when they end at the same tensor, so a stage name is reported rather than its
+    last ReLU).
     """
     order: list[tuple[str, torch.Tensor]] = []
     hooks = [
@@ -123,8 +124,10 @@ def infer_feature_points(model: nn.Module, example: torch.Tensor) -> list[Featur
     if not maps:
         raise DasError(f"cannot infer feature points of {type(model).__name__}: no 4-D feature map before {classifier!r}")
     # Hooks fire in completion order, so a container finishes after its last child: the last
-    # recorded 4-D output is the outermost module that produced the final map.
-    final_name, final = maps[-1]
+    # recorded 4-D output is the outermost module that produced the final map. A global pool's
+    # 1×1 output is not the map to compare, so maps with a spatial extent are preferred.
+    spatial = [(n, t) for n, t in maps if t.shape[-1] * t.shape[-2] > 1]
+    final_name, final = (spatial or maps)[-1]
     reduction = max(1, example.shape[-1] // final.shape[-1])
     return [
         FeaturePoint(final_name, final.shape[1], reduction, "final"),

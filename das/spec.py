@@ -59,6 +59,8 @@ class ArchSpec:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ArchSpec:
+        if not isinstance(data, Mapping):
+            raise DasError(f"not an architecture spec (needs a JSON object with 'space' and 'choices'): {data!r}")
         try:
             return cls.make(data["space"], data["choices"], data.get("space_args", {}))
         except (KeyError, TypeError, AttributeError) as err:

@@ -9,6 +9,7 @@ how das trains the quickstart's teacher and the no-teacher baseline.
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import lightning as L
@@ -21,6 +22,10 @@ from das.errors import DasError
 from das.features import FeaturePoint, FeatureTap, feature_points, final_point
 from das.models import build_model
 from das.spec import ArchSpec
+
+
+# The frozen teacher is in eval mode on purpose; Lightning's warning about it is noise here.
+warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
 
 
 class DistillModule(L.LightningModule):

@@ -62,12 +62,21 @@ def run_search(
     input_shape = tuple(batches[0][0].shape[1:])
     _check_budget_reachable(search_space, budget, num_classes)
 
+    # Open the study before the (possibly long) teacher training so a bad sampler or storage fails at once.
+    optuna_study = open_study(make_storage(study.storage, run_dir), study.study_name, study.sampler, study.seed)
+    _check_same_settings(optuna_study, {
+        "space": {"name": space.name, "args": dict(space.args)},
+        "objective": study.objective,
+        "teacher": {"spec": teacher.spec, "checkpoint": teacher.checkpoint},
+        "data": {k: data.hparams.get(k) for k in ("dataset", "root", "image_size", "mean", "std", "train_file")},
+        "probe": {"batch_size": study.probe_batch_size, "batches": study.probe_batches, "seed": study.seed},
+        "budget": {"max_params": budget.max_params, "max_flops": budget.max_flops},
+    })
     teacher_model, teacher_ckpt = prepare_teacher(teacher, data, num_classes, input_shape, run_dir, log)
     teacher_model.to(dev)
     needs_teacher = any(PROXIES.get(p).needs_teacher for p in proxies)
     reference = DisWOTReference.from_teacher(teacher_model, batches[0]) if needs_teacher else None
 
-    optuna_study = open_study(make_storage(study.storage, run_dir), study.study_name, study.sampler, study.seed)
     objective = Objective(search_space, batches, reference, proxies, budget, num_classes, input_shape, dev, study.seed)
     _remember_scored(optuna_study, objective, search_space)
     done = len([t for t in optuna_study.trials if t.state.is_finished()])
@@ -124,6 +133,19 @@ def _check_budget_reachable(space, budget: BudgetConfig, num_classes: int) -> No
     params = count_params(smallest.build(num_classes))
     if params > budget.max_params:
         raise DasError(f"max_params={budget.max_params} is below the smallest candidate of {space.name} ({smallest}: {params} params); raise the budget")
+
+
+def _check_same_settings(optuna_study, settings: dict[str, Any]) -> None:
+    """Refuse to resume a study that was scored under other settings: its scores would not compare."""
+    settings = json.loads(json.dumps(settings))  # the form the storage gives back
+    stored = optuna_study.user_attrs.get("settings")
+    if stored is None:
+        optuna_study.set_user_attr("settings", settings)
+        return
+    changed = [key for key in settings if stored.get(key) != settings[key]]
+    if changed:
+        diff = "; ".join(f"{k}: was {stored.get(k)}, now {settings[k]}" for k in changed)
+        raise DasError(f"study {optuna_study.study_name!r} in this run_dir was run with other settings ({diff}); use a new --run_dir or the original settings")
 
 
 def _remember_scored(optuna_study, objective: Objective, space) -> None:

@@ -55,3 +55,11 @@ def test_unknown_proxy_is_refused_before_any_work(tmp_path) -> None:
     with pytest.raises(DasError, match="did you mean 'diswot'"):
         run_search(**args)
     assert not (tmp_path / "teacher").exists()
+
+
+def test_resuming_with_other_settings_is_refused(tmp_path) -> None:
+    run_search(**tiny(tmp_path, 2))
+    args = tiny(tmp_path, 3)
+    args["space"] = SpaceConfig(name="nb201", args={"C": 8, "N": 1})
+    with pytest.raises(DasError, match="other settings.*space"):
+        run_search(**args)

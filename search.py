@@ -47,7 +47,11 @@ def main(argv: list[str]) -> int:
     print(f"  {init.study.objective} = {best[init.study.objective]:.5g}, {best['params']:,} params, {best['flops']:,} FLOPs")
     print(f"{summary['trials_finished']} trials, {summary['distinct_archs']} distinct architectures, {summary['seconds']} s")
     print(f"wrote {run_dir}/: best_arch.json, leaderboard.csv, scores.png, search_summary.json, search_config.yaml, study.journal")
-    print("next: python train.py   (distils the best student and compares it with training it alone)")
+    if Path(init.run_dir) == Path("runs/quickstart"):
+        print("next: python train.py   (distils the best student and compares it with training it alone)")
+    else:
+        print(f"next: python train.py --model.student {run_dir}/best_arch.json --model.teacher {init.teacher.spec} "
+              f"--model.teacher_checkpoint {summary['teacher_checkpoint']}  (plus your data settings)")
     return 0
 
 

@@ -60,7 +60,8 @@ def main(argv: list[str]) -> int:
     if "baseline_test_acc" in results:
         gain = distilled - results["baseline_test_acc"]
         print(f"  trained alone (same budget):  test accuracy {results['baseline_test_acc']:.2f}%  (distillation: {gain:+.2f} points)")
-    print(f"wrote {student_file}, {out / 'results.json'}, checkpoints under {out / 'checkpoints'}")
+    ckpt_dir = getattr(trainer.checkpoint_callback, "dirpath", None) or out
+    print(f"wrote {student_file}, {out / 'results.json'}, checkpoints under {ckpt_dir}")
     return 0
 
 

@@ -113,6 +113,7 @@ def run_search(
         "trials_finished": len([t for t in optuna_study.trials if t.state.is_finished()]),
         "distinct_archs": len(rows),
         "best": None if best is None else {k: v for k, v in best.items() if k != "spec"},
+        "teacher_checkpoint": teacher_ckpt,
         "interrupted": interrupted,
         "seconds": round(time.perf_counter() - started, 1),
     }

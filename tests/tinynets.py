@@ -9,16 +9,22 @@ from das.features import FeaturePoint
 
 
 class TinyNet(nn.Module):
-    """conv-bn-relu ×2 → pool → linear; width and depth vary so proxies have something to rank."""
+    """conv-bn-relu ×2 → pool → linear; width and depth vary so proxies have something to rank.
 
-    def __init__(self, width: int = 8, num_classes: int = 10, depth: int = 2, in_channels: int = 3) -> None:
+    With ``stages=True`` each conv-bn-relu is its own block (``body.i``) and is declared as a
+    stage feature point, as a real backbone declares its stages.
+    """
+
+    def __init__(self, width: int = 8, num_classes: int = 10, depth: int = 2, in_channels: int = 3, stages: bool = False) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         c = in_channels
         for _ in range(depth):
-            layers += [nn.Conv2d(c, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
+            block = [nn.Conv2d(c, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU()]
+            layers += [nn.Sequential(*block)] if stages else block
             c = width
         self.body = nn.Sequential(*layers)
+        self.stages = depth if stages else 0
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(width, num_classes)
         self.width = width
@@ -27,7 +33,8 @@ class TinyNet(nn.Module):
         return self.fc(self.pool(self.body(x)).flatten(1))
 
     def feature_points(self) -> list[FeaturePoint]:
-        return [FeaturePoint("body", self.width, 1, "final"), FeaturePoint("fc", self.fc.out_features, 1, "logits")]
+        stages = [FeaturePoint(f"body.{i}", self.width, 1, "stage") for i in range(self.stages)]
+        return [*stages, FeaturePoint("body", self.width, 1, "final"), FeaturePoint("fc", self.fc.out_features, 1, "logits")]
 
 
 def batch(n: int = 8, classes: int = 10, size: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,15 +1,20 @@
 """The proxy registry.
 
-A proxy is a function ``(ctx: ScoringContext) -> float`` registered under a name with the
-passes it needs. Higher is better for every registered proxy (distances are negated), so a
-search can always maximise. The passes a proxy reads (e.g. the student's final feature map on
-the probe batch) are computed once per model by the context and shared by every proxy.
+A proxy is a function ``(ctx: ScoringContext) -> float`` registered under a name with what it
+reads (its ``needs``). Higher is better for every registered proxy (distances are negated), so a
+search can always maximise. ``score()`` gives every proxy requested together one context whose
+labelled pass carries the hooks of all their needs, so shared passes run once per model.
+
+Needs are the built-in products of the context (``weight_grads``, ``batch_grads``,
+``data_free``; see :data:`das.proxies.context.BUILTIN_NEEDS`) and the registered taps
+(``relu_kernel``, ``fisher``, ``input_jacobian``, ...; see :func:`das.proxies.context.register_tap`).
+A proxy with no needs (``params``, ``flops``) reads only the model.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from das.registry import Registry
@@ -29,22 +34,43 @@ class Proxy:
         fn: computes the score from a scoring context.
         needs_teacher: the proxy compares the student with a teacher (DisWOT).
         min_batches: how many probe batches it needs (ZiCo needs two).
+        needs: what it reads from the context (built-in products and tap names).
     """
 
     name: str
     fn: ProxyFn
     needs_teacher: bool = False
     min_batches: int = 1
+    needs: frozenset[str] = field(default_factory=frozenset)
 
 
 PROXIES: Registry[Proxy] = Registry("proxy")
 
 
-def register_proxy(name: str, *, needs_teacher: bool = False, min_batches: int = 1) -> Callable[[ProxyFn], ProxyFn]:
-    """Decorator: register ``fn`` as proxy ``name``."""
+def register_proxy(
+    name: str,
+    *,
+    needs: Iterable[str] = (),
+    needs_teacher: bool = False,
+    min_batches: int = 1,
+) -> Callable[[ProxyFn], ProxyFn]:
+    """Decorator: register ``fn`` as proxy ``name``.
+
+    Args:
+        name: the registry name.
+        needs: what the proxy reads; each a built-in need or a tap registered before the proxy.
+        needs_teacher: the proxy compares the student with a teacher.
+        min_batches: fewest probe batches it works with.
+    """
+    from das.proxies.context import known_needs
+
+    wanted = frozenset(needs)
+    unknown = wanted - known_needs()
+    if unknown:
+        raise ValueError(f"proxy {name!r} needs {sorted(unknown)}, which are neither built-in needs nor registered taps")
 
     def decorator(fn: ProxyFn) -> ProxyFn:
-        PROXIES.add(name, Proxy(name, fn, needs_teacher, min_batches))
+        PROXIES.add(name, Proxy(name, fn, needs_teacher, min_batches, wanted))
         return fn
 
     return decorator

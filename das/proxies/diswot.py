@@ -22,6 +22,8 @@ teacher widths may differ, and both are invariant to the order of the batch.
 The classifier gradient is computed in closed form — for a Linear classifier and mean
 cross-entropy, ``∂L/∂W = (softmax(z) − onehot(y))ᵀ h / B`` with ``h`` the classifier input —
 which equals autograd's value (tested) but needs no backward pass and works on a frozen teacher.
+The student's final map, classifier input and logits are read by hooks on the shared labelled
+forward (need ``final_capture``), so DisWOT costs no pass of its own when fused with others.
 """
 
 from __future__ import annotations
@@ -116,19 +118,19 @@ def _distances(ctx: ScoringContext) -> tuple[float, float]:
     )
 
 
-@register_proxy("diswot_relation", needs_teacher=True)
+@register_proxy("diswot_relation", needs={"final_capture"}, needs_teacher=True)
 def diswot_relation(ctx: ScoringContext) -> float:
     """Negated sample-relation distance to the teacher."""
     return -_terms(ctx)[0]
 
 
-@register_proxy("diswot_semantic", needs_teacher=True)
+@register_proxy("diswot_semantic", needs={"final_capture"}, needs_teacher=True)
 def diswot_semantic(ctx: ScoringContext) -> float:
     """Negated class-correlation distance to the teacher."""
     return -_terms(ctx)[1]
 
 
-@register_proxy("diswot", needs_teacher=True)
+@register_proxy("diswot", needs={"final_capture"}, needs_teacher=True)
 def diswot(ctx: ScoringContext) -> float:
     """−(relation + semantic): 0 for a copy of the teacher, lower for worse students."""
     relation, semantic = _terms(ctx)

@@ -1,0 +1,290 @@
+"""How well do das's zero-cost proxies rank NAS-Bench-201 architectures? The proof, on real data.
+
+A proxy is useful only if its ranking of untrained networks agrees with the ranking by trained
+accuracy. This script samples N architectures from a NAS-Bench-201 accuracy table, builds each
+with das's own NB201 space (the benchmark's network: C=16, N=5), scores it on seeded CIFAR-10
+minibatches and reports, per proxy, Spearman ρ and Kendall τ against the test accuracy on
+CIFAR-10, CIFAR-100 and ImageNet16-120.
+
+Protocol (as the zero-cost proxy papers and NASLib do for the CIFAR-10 column):
+- every network is built for 10 classes and scored on CIFAR-10 probe images, and that one
+  score ranks the architecture against all three accuracy columns. For CIFAR-100 and
+  ImageNet16-120 this measures how well a CIFAR-10 zero-cost ranking *transfers*: the published
+  figures for those columns (Abdelfattah et al., ICLR 2021; NAS-Bench-Suite-Zero) were scored on
+  each dataset's own images and class count, so only the CIFAR-10 column is like for like;
+- minibatches of 64 images drawn with a seeded generator (two disjoint ones when a proxy such as
+  zico needs two), normalised, not augmented; networks in train mode at initialisation;
+- each student's weights come from ``torch.manual_seed(seed)`` right before it is built;
+- DisWOT's teacher is the public CIFAR-10 ResNet-56 (``../shared/data/teachers``), read once on
+  the first probe batch;
+- a proxy that raises or returns a non-finite value on an architecture is counted as a failure
+  of that proxy (reported with examples) and left out of *its* correlation only; an ensemble
+  ranks a failed member score last.
+
+Run it (about 1–3 s per architecture for the full suite on 2 CPU cores)::
+
+    python benchmarks/nb201_correlation.py \\
+        --accuracy-csv ../shared/data/nb201/nb201_accuracy.csv \\
+        --data ../shared/data/cifar10/train_jpeg.npz \\
+        --num-archs 1000 --seed 0 --proxies all \\
+        --ensemble synflow,jacov,nwot --out benchmarks/results/nb201_correlation.json
+
+Scores are appended to ``OUT.scores.csv`` as they come and partial results written every
+``--save-every`` architectures; rerun with ``--resume`` to continue an interrupted run (the
+sample is a prefix of one seeded permutation, so a larger ``--num-archs`` extends an earlier
+run). With everything already scored, ``--resume --ensemble ...`` only recomputes the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import csv
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+
+# Benchmark the checkout this script lives in, not whichever das an install points at.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
+
+from das.cli import guarded
+from das.errors import DasError
+from das.paths import shared_data_dir
+from das.proxies import PROXIES
+from das.report.bench import (
+    ScoredArch,
+    ScoresFile,
+    batches_needed,
+    code_version,
+    failure_summary,
+    fmt,
+    load_probe,
+    machine_info,
+    now_iso,
+    print_table,
+    require_file,
+    resolve_proxies,
+    score_archs,
+    set_threads,
+    supports_fused,
+    teacher_reference,
+    write_json,
+)
+from das.report.ranking import ensemble_name, log_rank_ensemble, rank_correlation
+from das.spaces import create_space
+
+ACCURACY_COLUMNS: tuple[str, ...] = ("cifar10_test_acc", "cifar100_test_acc", "imagenet16_120_test_acc")
+SHORT = {"cifar10_test_acc": "C10", "cifar100_test_acc": "C100", "imagenet16_120_test_acc": "IN16"}
+
+PROTOCOL = (
+    "Every architecture is built for 10 classes and scored once on CIFAR-10 probe batches; that score "
+    "is ranked against all three accuracy columns (CIFAR-100 and ImageNet16-120 therefore measure "
+    "transfer of a CIFAR-10 ranking; published figures for those columns used each dataset's own data). "
+    "Failures (raised or non-finite) are counted per proxy and left out of that proxy's correlation; "
+    "ensembles rank a failed member last."
+)
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    data = shared_data_dir()
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--accuracy-csv", default=str(data / "nb201" / "nb201_accuracy.csv"), help="NB201 table: index, arch and the three *_test_acc columns")
+    p.add_argument("--data", default=str(data / "cifar10" / "train_jpeg.npz"), help=".npz (x uint8 N×H×W×C, y) the probe batches are drawn from")
+    p.add_argument("--num-archs", type=int, default=1000, help="architectures to sample (0: every row of the CSV)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the sample, the probe batches and every student's initialisation")
+    p.add_argument("--proxies", default="all", help=f"comma-separated proxies or 'all' (now: {','.join(PROXIES.names())})")
+    p.add_argument("--out", default="benchmarks/results/nb201_correlation.json", help="result JSON")
+    p.add_argument("--scores", default=None, help="per-architecture scores CSV (default: OUT with .scores.csv)")
+    p.add_argument("--resume", action="store_true", help="continue the scores file of an interrupted run (or add proxies to it)")
+    p.add_argument("--rescore", default="", metavar="A,B", help="with --resume: discard these proxies' scores and compute them again (e.g. after a fix)")
+    p.add_argument("--ensemble", action="append", default=[], metavar="A,B,C", help="report the AZ-NAS log-rank ensemble of these scored proxies (repeatable)")
+    p.add_argument("--teacher", default="resnet56", help="teacher spec for teacher-aware proxies (DisWOT)")
+    p.add_argument("--teacher-checkpoint", default=str(data / "teachers" / "cifar10_resnet56.th"), help="the teacher's trained weights")
+    p.add_argument("--batch-size", type=int, default=64, help="probe images per batch")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--C", type=int, default=16, help="NB201 width of the first stage (benchmark: 16)")
+    p.add_argument("--N", type=int, default=5, help="NB201 cells per stage (benchmark: 5)")
+    p.add_argument("--num-classes", type=int, default=10, help="classifier outputs (CIFAR-10 protocol: 10)")
+    p.add_argument("--no-fused", action="store_true", help="compute the proxies one by one instead of sharing passes")
+    p.add_argument("--report-only", action="store_true", help="only recompute the report (e.g. new --ensemble) from the scores file; safe while a run is writing it")
+    p.add_argument("--save-every", type=int, default=50, help="write partial results every this many architectures")
+    return p.parse_args(list(argv))
+
+
+def read_accuracy_csv(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of an NB201 accuracy table: ``key`` (its index), ``arch`` and the accuracy columns as floats."""
+    p = require_file(path, "--accuracy-csv", f"a CSV with columns index, arch, {', '.join(ACCURACY_COLUMNS)} (e.g. ../shared/data/nb201/nb201_accuracy.csv)")
+    with p.open(newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in ("index", "arch", *ACCURACY_COLUMNS) if c not in (reader.fieldnames or [])]
+        if missing:
+            raise DasError(f"{p} lacks columns {missing} (has {reader.fieldnames}); it needs index, arch, {', '.join(ACCURACY_COLUMNS)}")
+        rows = []
+        for line, r in enumerate(reader, start=2):
+            try:
+                accs = {c: float(r[c]) for c in ACCURACY_COLUMNS}
+            except (TypeError, ValueError):
+                raise DasError(f"{p} line {line}: accuracies {[r[c] for c in ACCURACY_COLUMNS]} are not all numbers") from None
+            rows.append({"key": str(r["index"]), "arch": r["arch"], **accs})
+    if not rows:
+        raise DasError(f"{p} has no rows; it needs at least two architectures to rank")
+    keys = [r["key"] for r in rows]
+    if len(set(keys)) != len(keys):
+        raise DasError(f"{p} repeats values of its index column; each architecture needs its own index")
+    return rows
+
+
+def check_inputs(args: argparse.Namespace, needs_teacher: bool) -> None:
+    """Every input file exists, checked before any work so a typo costs no time."""
+    require_file(args.accuracy_csv, "--accuracy-csv", f"a CSV with columns index, arch, {', '.join(ACCURACY_COLUMNS)} (e.g. ../shared/data/nb201/nb201_accuracy.csv)")
+    require_file(args.data, "--data", "an .npz with x (uint8 N×H×W×C) and y, e.g. ../shared/data/cifar10/train_jpeg.npz")
+    if needs_teacher:
+        require_file(args.teacher_checkpoint, "--teacher-checkpoint", "a trained teacher's weights, e.g. ../shared/data/teachers/cifar10_resnet56.th")
+
+
+def sample_rows(rows: list[dict[str, Any]], n: int, seed: int) -> list[dict[str, Any]]:
+    """The first ``n`` rows of a seeded permutation: a larger ``n`` extends a smaller one's sample."""
+    if n < 0 or n > len(rows):
+        raise DasError(f"--num-archs {n} but the CSV has {len(rows)} rows; give 1..{len(rows)} (or 0 for all)")
+    order = np.random.default_rng(seed).permutation(len(rows))
+    return [rows[i] for i in order[: n or len(rows)]]
+
+
+def correlations(rows: Sequence[ScoredArch], truth: dict[str, dict[str, float]], values: Sequence[float]) -> dict[str, Any]:
+    return {c: rank_correlation(values, [truth[r.key][c] for r in rows]) for c in ACCURACY_COLUMNS}
+
+
+def summarise(rows: Sequence[ScoredArch], truth: dict[str, dict[str, float]], proxies: Sequence[str], ensembles: Sequence[Sequence[str]]) -> dict[str, Any]:
+    """Per proxy and per ensemble: Spearman/Kendall against each accuracy column, and failures."""
+    out: dict[str, Any] = {}
+    for name in proxies:
+        out[name] = {"failures": failure_summary(rows, name), **correlations(rows, truth, [r.values[name] for r in rows])}
+    population = [r.values for r in rows]
+    for members in ensembles:
+        values = log_rank_ensemble(population, members)
+        failed = sum(any(m in r.errors for m in members) for r in rows)
+        out[ensemble_name(members)] = {
+            "members": list(members),
+            "rule": "sum_k log(rank_k / m), average ranks for ties, failed member scores ranked last",
+            "failures": {"archs_with_a_failed_member": failed},
+            **correlations(rows, truth, values),
+        }
+    return out
+
+
+def report_table(results: dict[str, Any]) -> None:
+    header = ["proxy", "n", "fail"] + [f"{k} {SHORT[c]}" for c in ACCURACY_COLUMNS for k in ("ρ", "τ")]
+    table = []
+    for name, r in results.items():
+        fails = r["failures"].get("count", r["failures"].get("archs_with_a_failed_member", 0))
+        n = r[ACCURACY_COLUMNS[0]]["n"]
+        table.append([name, str(n), str(fails)] + [fmt(r[c][k]) for c in ACCURACY_COLUMNS for k in ("spearman", "kendall")])
+    print_table(header, table)
+
+
+def parse_ensembles(specs: Sequence[str], proxies: Sequence[str]) -> list[list[str]]:
+    ensembles = [[m.strip() for m in e.split(",") if m.strip()] for e in specs]
+    for members in ensembles:
+        unknown = [m for m in members if m not in proxies]
+        if not members or unknown:
+            raise DasError(f"--ensemble {','.join(members)!r}: {unknown or 'no members'} not among the scored proxies {list(proxies)}; add them to --proxies")
+        if len(set(members)) != len(members):
+            raise DasError(f"--ensemble {','.join(members)} repeats a member; list each once")
+    return ensembles
+
+
+def main(argv: Sequence[str]) -> int:
+    args = parse_args(argv)
+    for option in ("batch_size", "C", "N", "num_classes", "save_every"):
+        if getattr(args, option) < 1:
+            raise DasError(f"--{option.replace('_', '-')} {getattr(args, option)} must be at least 1")
+    if args.report_only and (args.resume or args.rescore):
+        raise DasError("--report-only reads the scores file as it is; drop --resume/--rescore (or --report-only to score)")
+    threads = set_threads(args.threads)
+    out = Path(args.out)
+    scores_path = Path(args.scores) if args.scores else out.with_suffix(".scores.csv")
+    identity = {
+        "benchmark": "nb201_correlation", "seed": args.seed, "batch_size": args.batch_size,
+        "C": args.C, "N": args.N, "num_classes": args.num_classes, "data": Path(args.data).name,
+        # the teacher is recorded even when unused, so proxies added later (--resume) match
+        "teacher": args.teacher, "teacher_checkpoint": Path(args.teacher_checkpoint).name,
+    }
+
+    if args.report_only:
+        require_file(args.accuracy_csv, "--accuracy-csv", f"the CSV the scores were sampled from (columns index, arch, {', '.join(ACCURACY_COLUMNS)})")
+        rows = sample_rows(read_accuracy_csv(args.accuracy_csv), args.num_archs, args.seed)
+        wanted = [] if args.proxies.strip() == "all" else [n.strip() for n in args.proxies.split(",") if n.strip()]
+        scores = ScoresFile(scores_path, identity, wanted, resume=True, read_only=True)
+        proxies = wanted or scores.complete_proxies(r["key"] for r in rows)
+        partial = [p for p in scores.file_proxies if p not in proxies]
+        if partial and not wanted:
+            print(f"not reported (scored for only some archs): {', '.join(partial)}", file=sys.stderr)
+        scores.wanted = proxies
+    else:
+        proxies = resolve_proxies(args.proxies)
+        parse_ensembles(args.ensemble, proxies)  # a typo fails before any work
+        check_inputs(args, any(PROXIES.get(n).needs_teacher for n in proxies))
+        rows = sample_rows(read_accuracy_csv(args.accuracy_csv), args.num_archs, args.seed)
+        rescore = [n.strip() for n in args.rescore.split(",") if n.strip()]
+        if rescore and (not args.resume or set(rescore) - set(proxies)):
+            raise DasError(f"--rescore {args.rescore} needs --resume and proxies among --proxies {proxies}")
+        scores = ScoresFile(scores_path, identity, proxies, resume=args.resume, rescore=rescore)
+    ensembles = parse_ensembles(args.ensemble, proxies)
+    needs_teacher = any(n in PROXIES and PROXIES.get(n).needs_teacher for n in proxies)
+    truth = {r["key"]: {c: r[c] for c in ACCURACY_COLUMNS} for r in rows}
+    num_batches = max([PROXIES.get(n).min_batches for n in proxies if n in PROXIES] + [1])
+    fused = not args.no_fused
+    started = now_iso()
+    code = code_version()
+
+    def result() -> dict[str, Any]:
+        scored = [scores.rows[r["key"]] for r in rows if r["key"] in scores]
+        seconds = sum(s.seconds for s in scored)
+        return {
+            "benchmark": "nb201_correlation",
+            "complete": len(scored) == len(rows),
+            "archs_scored": len(scored),
+            "archs_per_second": len(scored) / seconds if seconds else None,
+            "seconds_scoring": seconds,
+            "settings": {
+                **identity, "proxies": list(proxies), "num_batches": num_batches, "num_archs": len(rows),
+                "teacher": args.teacher if needs_teacher else None,
+                "teacher_checkpoint": Path(args.teacher_checkpoint).name if needs_teacher else None,
+                "threads": threads, "fused": fused and supports_fused(), "accuracy_csv": Path(args.accuracy_csv).name,
+                "date": now_iso(), "started": started, "report_only": args.report_only, "code": code,
+                "load_average": list(os.getloadavg()),  # other work on the machine slows archs_per_second
+                "torch": machine_info()["torch"], "machine": machine_info(), "scores_file": scores_path.name,
+            },
+            "protocol": PROTOCOL,
+            "results": summarise(scored, truth, proxies, ensembles),
+        }
+
+    if not args.report_only:
+        try:
+            batches = load_probe(args.data, args.batch_size, num_batches, args.seed)
+            teacher = teacher_reference(args.teacher, args.teacher_checkpoint, batches[0], args.num_classes) if needs_teacher else None
+            space = create_space("nb201", C=args.C, N=args.N)
+            print(f"scoring {len(rows)} NB201 archs (C={args.C}, N={args.N}) with {', '.join(proxies)} on {num_batches}×{args.batch_size} "
+                  f"images of {args.data}, {threads} threads; scores → {scores_path}", file=sys.stderr)
+            score_archs([(r["key"], r["arch"]) for r in rows], lambda a: space.spec(arch=a).build(args.num_classes), batches,
+                        scores, args.seed, teacher=teacher, fused=fused, every=args.save_every,
+                        on_progress=lambda: write_json(out, result()))
+        except KeyboardInterrupt:
+            write_json(out, result())  # what was scored so far, marked incomplete
+            raise
+        finally:
+            scores.close()
+    final = result()
+    write_json(out, final)
+    print(f"\n{final['archs_scored']} of {len(rows)} archs, {fmt(final['archs_per_second'], 2)} archs/s ({threads} threads); results → {out}")
+    report_table(final["results"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(guarded(main))

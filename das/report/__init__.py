@@ -1,0 +1,11 @@
+"""Reporting on proxy quality: rank correlations with ground truth and rank aggregation.
+
+A zero-cost proxy is only as good as the ranking it induces, so everything here works on ranks
+within a population of architectures: Spearman ρ and Kendall τ against benchmark accuracies
+(``scipy.stats``, a tested reference rather than a hand-rolled one) and the AZ-NAS log-rank
+ensemble. The benchmarks under ``benchmarks/`` are thin command lines over these functions.
+"""
+
+from das.report.ranking import average_ranks, ensemble_name, log_rank_ensemble, rank_correlation
+
+__all__ = ["average_ranks", "ensemble_name", "log_rank_ensemble", "rank_correlation"]

@@ -19,7 +19,11 @@ Protocol (as the zero-cost proxy papers and NASLib do for the CIFAR-10 column):
   the first probe batch;
 - a proxy that raises or returns a non-finite value on an architecture is counted as a failure
   of that proxy (reported with examples) and left out of *its* correlation only; an ensemble
-  ranks a failed member score last.
+  ranks a failed member score last;
+- ``ensemble`` (in ``all``) is scored through its members and ranked over the sampled
+  population itself, as AZ-NAS reports its ensemble; with ``--ensemble-reference`` it is also
+  ranked, as a search ranks candidates, against a fixed reference population taken from another
+  run's scores file (architectures of this sample are removed from it first).
 
 Run it (about 1–3 s per architecture for the full suite on 2 CPU cores)::
 
@@ -55,7 +59,7 @@ import numpy as np
 from das.cli import guarded
 from das.errors import DasError
 from das.paths import shared_data_dir
-from das.proxies import PROXIES
+from das.proxies import ENSEMBLE_MEMBERS, PROXIES, EnsembleReference
 from das.report.bench import (
     ScoredArch,
     ScoresFile,
@@ -103,6 +107,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true", help="continue the scores file of an interrupted run (or add proxies to it)")
     p.add_argument("--rescore", default="", metavar="A,B", help="with --resume: discard these proxies' scores and compute them again (e.g. after a fix)")
     p.add_argument("--ensemble", action="append", default=[], metavar="A,B,C", help="report the AZ-NAS log-rank ensemble of these scored proxies (repeatable)")
+    p.add_argument("--ensemble-reference", default=None, metavar="SCORES_CSV",
+                   help="also report 'ensemble' ranked against this reference population: another run's scores file "
+                        "(e.g. benchmarks/results/ensemble_selection.scores.csv), as a search ranks its candidates")
     p.add_argument("--teacher", default="resnet56", help="teacher spec for teacher-aware proxies (DisWOT)")
     p.add_argument("--teacher-checkpoint", default=str(data / "teachers" / "cifar10_resnet56.th"), help="the teacher's trained weights")
     p.add_argument("--batch-size", type=int, default=64, help="probe images per batch")
@@ -159,22 +166,64 @@ def correlations(rows: Sequence[ScoredArch], truth: dict[str, dict[str, float]],
     return {c: rank_correlation(values, [truth[r.key][c] for r in rows]) for c in ACCURACY_COLUMNS}
 
 
-def summarise(rows: Sequence[ScoredArch], truth: dict[str, dict[str, float]], proxies: Sequence[str], ensembles: Sequence[Sequence[str]]) -> dict[str, Any]:
-    """Per proxy and per ensemble: Spearman/Kendall against each accuracy column, and failures."""
+def summarise(rows: Sequence[ScoredArch], truth: dict[str, dict[str, float]], proxies: Sequence[str],
+              ensembles: Sequence[Sequence[str]], reference: EnsembleReference | None = None) -> dict[str, Any]:
+    """Per proxy and per ensemble: Spearman/Kendall against each accuracy column, and failures.
+
+    ``ensemble`` (when listed) is ranked over the scored population itself (AZ-NAS's protocol);
+    with a ``reference`` it is also reported as a search computes it, against that population.
+    """
     out: dict[str, Any] = {}
-    for name in proxies:
-        out[name] = {"failures": failure_summary(rows, name), **correlations(rows, truth, [r.values[name] for r in rows])}
     population = [r.values for r in rows]
+    for name in proxies:
+        if name == "ensemble":
+            continue
+        out[name] = {"failures": failure_summary(rows, name), **correlations(rows, truth, [r.values[name] for r in rows])}
+    rule = "sum_k log(rank_k / m), average ranks for ties, failed member scores ranked last"
+    if "ensemble" in proxies:
+        failed = sum(any(m in r.errors for m in ENSEMBLE_MEMBERS) for r in rows)
+        out["ensemble"] = {
+            "members": list(ENSEMBLE_MEMBERS), "rule": rule, "population": f"the {len(rows)} scored architectures",
+            "failures": {"archs_with_a_failed_member": failed},
+            **correlations(rows, truth, log_rank_ensemble(population, ENSEMBLE_MEMBERS)),
+        }
+        if reference is not None:
+            values = [reference.value(r.values) if not any(m in r.errors for m in ENSEMBLE_MEMBERS) else math.nan for r in rows]
+            out["ensemble_vs_reference"] = {
+                "members": list(ENSEMBLE_MEMBERS), "rule": "das.proxies.ensemble: ranks interpolated among a fixed reference population",
+                "population": f"reference of {reference.size} architectures from {reference.settings.get('file')}",
+                "failures": {"archs_with_a_failed_member": failed},
+                **correlations(rows, truth, values),
+            }
     for members in ensembles:
         values = log_rank_ensemble(population, members)
         failed = sum(any(m in r.errors for m in members) for r in rows)
         out[ensemble_name(members)] = {
             "members": list(members),
-            "rule": "sum_k log(rank_k / m), average ranks for ties, failed member scores ranked last",
+            "rule": rule,
             "failures": {"archs_with_a_failed_member": failed},
             **correlations(rows, truth, values),
         }
     return out
+
+
+def read_reference(path: str | Path, exclude: set[str]) -> EnsembleReference:
+    """The ensemble members' scores of another run's scores file, minus architectures in ``exclude``."""
+    p = require_file(path, "--ensemble-reference", "a scores CSV written by this benchmark (e.g. benchmarks/results/ensemble_selection.scores.csv)")
+    with p.open(newline="") as f:
+        reader = csv.DictReader(line for line in f if not line.startswith("#"))
+        missing = [m for m in ENSEMBLE_MEMBERS if m not in (reader.fieldnames or [])]
+        if missing:
+            raise DasError(f"--ensemble-reference {p} lacks the ensemble members {missing}; score them in that run")
+        population = []
+        for r in reader:
+            if r["key"] in exclude:
+                continue
+            try:
+                population.append({m: float(r[m]) for m in ENSEMBLE_MEMBERS})
+            except (TypeError, ValueError):
+                continue  # a member failed on that architecture: not part of the reference
+    return EnsembleReference.from_population(population, settings={"file": p.name, "excluded_overlap": True})
 
 
 def report_table(results: dict[str, Any]) -> None:
@@ -185,6 +234,14 @@ def report_table(results: dict[str, Any]) -> None:
         n = r[ACCURACY_COLUMNS[0]]["n"]
         table.append([name, str(n), str(fails)] + [fmt(r[c][k]) for c in ACCURACY_COLUMNS for k in ("spearman", "kendall")])
     print_table(header, table)
+
+
+def scored_proxies(proxies: Sequence[str]) -> list[str]:
+    """What is scored per architecture: the listed proxies, with ``ensemble`` replaced by its members."""
+    out = [n for n in proxies if n != "ensemble"]
+    if "ensemble" in proxies:
+        out += [m for m in ENSEMBLE_MEMBERS if m not in out]
+    return out
 
 
 def parse_ensembles(specs: Sequence[str], proxies: Sequence[str]) -> list[list[str]]:
@@ -219,25 +276,32 @@ def main(argv: Sequence[str]) -> int:
         require_file(args.accuracy_csv, "--accuracy-csv", f"the CSV the scores were sampled from (columns index, arch, {', '.join(ACCURACY_COLUMNS)})")
         rows = sample_rows(read_accuracy_csv(args.accuracy_csv), args.num_archs, args.seed)
         wanted = [] if args.proxies.strip() == "all" else [n.strip() for n in args.proxies.split(",") if n.strip()]
-        scores = ScoresFile(scores_path, identity, wanted, resume=True, read_only=True)
+        scores = ScoresFile(scores_path, identity, scored_proxies(wanted), resume=True, read_only=True)
         proxies = wanted or scores.complete_proxies(r["key"] for r in rows)
+        if not wanted and set(ENSEMBLE_MEMBERS) <= set(proxies):
+            proxies = [*proxies, "ensemble"]
         partial = [p for p in scores.file_proxies if p not in proxies]
         if partial and not wanted:
             print(f"not reported (scored for only some archs): {', '.join(partial)}", file=sys.stderr)
-        scores.wanted = proxies
+        scores.wanted = scored_proxies(proxies)
     else:
-        proxies = resolve_proxies(args.proxies)
-        parse_ensembles(args.ensemble, proxies)  # a typo fails before any work
+        proxies = resolve_proxies(args.proxies, population=True)
+        parse_ensembles(args.ensemble, scored_proxies(proxies))  # a typo fails before any work
         check_inputs(args, any(PROXIES.get(n).needs_teacher for n in proxies))
         rows = sample_rows(read_accuracy_csv(args.accuracy_csv), args.num_archs, args.seed)
         rescore = [n.strip() for n in args.rescore.split(",") if n.strip()]
         if rescore and (not args.resume or set(rescore) - set(proxies)):
             raise DasError(f"--rescore {args.rescore} needs --resume and proxies among --proxies {proxies}")
-        scores = ScoresFile(scores_path, identity, proxies, resume=args.resume, rescore=rescore)
-    ensembles = parse_ensembles(args.ensemble, proxies)
+        scores = ScoresFile(scores_path, identity, scored_proxies(proxies), resume=args.resume, rescore=rescore)
+    ensembles = parse_ensembles(args.ensemble, scored_proxies(proxies))
+    reference = None
+    if args.ensemble_reference:
+        if "ensemble" not in proxies:
+            raise DasError("--ensemble-reference reports 'ensemble'; add ensemble to --proxies (or use --proxies all)")
+        reference = read_reference(args.ensemble_reference, exclude={r["key"] for r in rows})
     needs_teacher = any(n in PROXIES and PROXIES.get(n).needs_teacher for n in proxies)
     truth = {r["key"]: {c: r[c] for c in ACCURACY_COLUMNS} for r in rows}
-    num_batches = max([PROXIES.get(n).min_batches for n in proxies if n in PROXIES] + [1])
+    num_batches = max([PROXIES.get(n).min_batches for n in scored_proxies(proxies)] + [1])
     fused = not args.no_fused
     started = now_iso()
     code = code_version()
@@ -261,7 +325,7 @@ def main(argv: Sequence[str]) -> int:
                 "torch": machine_info()["torch"], "machine": machine_info(), "scores_file": scores_path.name,
             },
             "protocol": PROTOCOL,
-            "results": summarise(scored, truth, proxies, ensembles),
+            "results": summarise(scored, truth, proxies, ensembles, reference),
         }
 
     if not args.report_only:

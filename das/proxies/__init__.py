@@ -8,7 +8,9 @@ and the model is left exactly as it was.
 
 Registered: params, flops, grad_norm, snip, grasp, fisher, synflow, jacov, nwot, zico, swap,
 meco, az_expressivity, az_progressivity, az_trainability, az_complexity, diswot,
-diswot_relation, diswot_semantic (one module each; AZ-NAS and DisWOT group their terms).
+diswot_relation, diswot_semantic (one module each; AZ-NAS and DisWOT group their terms), and
+``ensemble``, the log-rank aggregation of :data:`ENSEMBLE_MEMBERS` against a reference
+population (:class:`EnsembleReference`).
 """
 
 from __future__ import annotations
@@ -33,9 +35,11 @@ from das.proxies import snip as _snip  # noqa: F401
 from das.proxies import swap as _swap  # noqa: F401
 from das.proxies import synflow as _synflow  # noqa: F401
 from das.proxies import zico as _zico  # noqa: F401
+from das.proxies import ensemble as _ensemble  # noqa: E402  (after its members)
 from das.proxies.base import PROXIES, Proxy, register_proxy
 from das.proxies.context import BUILTIN_NEEDS, TAPS, Batch, ScoringContext, Tap, register_tap
 from das.proxies.diswot import DisWOTReference
+from das.proxies.ensemble import ENSEMBLE_MEMBERS, EnsembleReference
 from das.proxies.state import preserved
 
 
@@ -45,6 +49,7 @@ def score(
     proxies: Sequence[str],
     teacher: nn.Module | DisWOTReference | None = None,
     *,
+    reference: EnsembleReference | None = None,
     fused: bool = True,
     seed: int = 0,
 ) -> dict[str, float]:
@@ -57,6 +62,7 @@ def score(
         proxies: registered proxy names.
         teacher: for teacher-aware proxies, the trained teacher or a precomputed reference
             (pass the reference in a search so the teacher runs once, not per candidate).
+        reference: for ``ensemble``, the reference population its ranks are relative to.
         fused: share passes between the proxies (one labelled forward+backward for all). With
             ``False`` every proxy runs in a fresh context of its own — the same numbers, slower;
             for tests and for timing the fusion.
@@ -76,6 +82,9 @@ def score(
                 f"proxy {p.name!r} needs at least {p.min_batches} probe batches, got {len(batches)}; "
                 f"pass {p.min_batches} or more batches"
             )
+    needs_reference = [p.name for p in chosen if p.needs_reference]
+    if needs_reference and reference is None:
+        raise DasError(f"proxies {needs_reference} rank against a reference population; pass reference=EnsembleReference(...)")
     if needs_teacher and isinstance(teacher, nn.Module):  # read the teacher only when a proxy compares with it
         teacher = DisWOTReference.from_teacher(teacher, batches[0])
     groups = [chosen] if fused else [[p] for p in chosen]
@@ -83,9 +92,9 @@ def score(
     for group in groups:
         needs = frozenset().union(*(p.needs for p in group))
         with preserved(model):
-            ctx = ScoringContext(model, list(batches), teacher, needs=needs, seed=seed)
+            ctx = ScoringContext(model, list(batches), teacher, needs=needs, seed=seed, reference=reference)
             for p in group:
-                values[p.name] = _finite(p.name, p.fn(ctx))
+                values[p.name] = _finite(p.name, ctx.value(p.name))
     return {name: values[name] for name in proxies}
 
 
@@ -101,6 +110,8 @@ __all__ = [
     "PROXIES",
     "TAPS",
     "DisWOTReference",
+    "ENSEMBLE_MEMBERS",
+    "EnsembleReference",
     "Proxy",
     "ScoringContext",
     "Tap",

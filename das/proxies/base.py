@@ -35,6 +35,7 @@ class Proxy:
         needs_teacher: the proxy compares the student with a teacher (DisWOT).
         min_batches: how many probe batches it needs (ZiCo needs two).
         needs: what it reads from the context (built-in products and tap names).
+        needs_reference: the proxy ranks against a reference population (``ensemble``).
     """
 
     name: str
@@ -42,6 +43,7 @@ class Proxy:
     needs_teacher: bool = False
     min_batches: int = 1
     needs: frozenset[str] = field(default_factory=frozenset)
+    needs_reference: bool = False
 
 
 PROXIES: Registry[Proxy] = Registry("proxy")
@@ -53,6 +55,7 @@ def register_proxy(
     needs: Iterable[str] = (),
     needs_teacher: bool = False,
     min_batches: int = 1,
+    needs_reference: bool = False,
 ) -> Callable[[ProxyFn], ProxyFn]:
     """Decorator: register ``fn`` as proxy ``name``.
 
@@ -61,6 +64,7 @@ def register_proxy(
         needs: what the proxy reads; each a built-in need or a tap registered before the proxy.
         needs_teacher: the proxy compares the student with a teacher.
         min_batches: fewest probe batches it works with.
+        needs_reference: the proxy ranks against a reference population.
     """
     from das.proxies.context import known_needs
 
@@ -70,7 +74,7 @@ def register_proxy(
         raise ValueError(f"proxy {name!r} needs {sorted(unknown)}, which are neither built-in needs nor registered taps")
 
     def decorator(fn: ProxyFn) -> ProxyFn:
-        PROXIES.add(name, Proxy(name, fn, needs_teacher, min_batches, wanted))
+        PROXIES.add(name, Proxy(name, fn, needs_teacher, min_batches, wanted, needs_reference))
         return fn
 
     return decorator

@@ -210,6 +210,7 @@ class ScoringContext:
         model: the network being scored (left unchanged by scoring).
         batches: labelled probe batches ``(x, y)``, already on the model's device.
         teacher: whatever teacher-dependent proxies compare against (e.g. a DisWOT reference).
+        reference: what population-relative proxies rank against (an ensemble reference).
         needs: what the proxies scored with this context read (builtin needs and tap names).
         seed: seeds every forward pass and every random probe signal.
     """
@@ -221,6 +222,7 @@ class ScoringContext:
         teacher: Any = None,
         needs: frozenset[str] | set[str] | tuple[str, ...] = (),
         seed: int = 0,
+        reference: Any = None,
     ) -> None:
         if not batches:
             raise DasError("scoring needs at least one probe batch, got none")
@@ -230,6 +232,7 @@ class ScoringContext:
         self.model = model
         self.batches = batches
         self.teacher = teacher
+        self.reference = reference
         self.needs = frozenset(needs)
         self.seed = seed
         self._memo: dict[str, Any] = {}
@@ -241,6 +244,12 @@ class ScoringContext:
         if key not in self._memo:
             self._memo[key] = compute()
         return self._memo[key]
+
+    def value(self, proxy: str) -> float:
+        """The score of a registered proxy on this context, computed once (an ensemble reads its members)."""
+        from das.proxies.base import PROXIES
+
+        return self.memo(f"proxy:{proxy}", lambda: float(PROXIES.get(proxy).fn(self)))
 
     def require(self, need: str) -> None:
         """Raise unless ``need`` was declared by the proxies of this context."""

@@ -129,9 +129,17 @@ def require_file(path: str | Path, option: str, what: str) -> Path:
     return p
 
 
-def resolve_proxies(spec: str) -> list[str]:
-    """A comma-separated proxy list (or ``all``) checked against the registry."""
-    names = PROXIES.names() if spec.strip() == "all" else [n.strip() for n in spec.split(",") if n.strip()]
+def resolve_proxies(spec: str, population: bool = False) -> list[str]:
+    """A comma-separated proxy list (or ``all``) checked against the registry.
+
+    Args:
+        spec: the ``--proxies`` value.
+        population: the benchmark reports population-ranked proxies (``ensemble``) from their
+            members' scores; otherwise ``all`` leaves them out and naming one is an error.
+    """
+    per_arch = [n for n in PROXIES.names() if not PROXIES.get(n).needs_reference]
+    everything = PROXIES.names() if population else per_arch
+    names = everything if spec.strip() == "all" else [n.strip() for n in spec.split(",") if n.strip()]
     if not names:
         raise DasError(f"--proxies {spec!r} names no proxy; give e.g. params,flops,diswot or 'all' (registered: {', '.join(PROXIES.names())})")
     seen = set()
@@ -139,6 +147,8 @@ def resolve_proxies(spec: str) -> list[str]:
         PROXIES.get(n)  # unknown names fail here, with close matches
         if n in seen:
             raise DasError(f"--proxies lists {n!r} twice; list each proxy once")
+        if n not in everything:
+            raise DasError(f"--proxies {n!r} ranks against a population, which this benchmark does not build; give per-architecture proxies ({', '.join(per_arch)})")
         seen.add(n)
     return names
 

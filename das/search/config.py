@@ -67,6 +67,8 @@ class StudyConfig:
         storage: an Optuna storage URL; unset means a journal file in the run directory
             (several processes on one machine may share it; use PostgreSQL across machines).
         study_name: the study's name inside the storage.
+        reference_size: for an ``ensemble`` objective or report, how many random in-budget
+            architectures form the reference population its ranks are relative to.
     """
 
     trials: int = 100
@@ -78,3 +80,4 @@ class StudyConfig:
     probe_batches: int = 1
     storage: str | None = None
     study_name: str = "das"
+    reference_size: int = 100

@@ -12,6 +12,7 @@ import torch
 from das.proxies import score
 from das.proxies.context import Batch
 from das.proxies.diswot import DisWOTReference
+from das.proxies.ensemble import EnsembleReference
 from das.search.config import BudgetConfig
 from das.spaces import SearchSpace
 from das.spec import ArchSpec
@@ -55,6 +56,7 @@ class Objective:
     input_shape: tuple[int, int, int]
     device: torch.device
     seed: int = 0
+    reference: EnsembleReference | None = None
     seen: dict[str, Candidate] = field(default_factory=dict)
 
     def evaluate(self, spec: ArchSpec) -> Candidate:
@@ -67,7 +69,7 @@ class Objective:
             spec,
             count_params(model),
             count_flops(model, self.input_shape),
-            score(model, self.batches, self.proxies, teacher=self.teacher),
+            score(model, self.batches, self.proxies, teacher=self.teacher, reference=self.reference, seed=self.seed),
         )
         self.seen[key] = candidate
         return candidate

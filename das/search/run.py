@@ -16,6 +16,7 @@ from das.proxies import PROXIES
 from das.proxies.diswot import DisWOTReference
 from das.search.config import BudgetConfig, SpaceConfig, StudyConfig, TeacherConfig
 from das.search.objective import Candidate, Objective
+from das.search.reference import load_or_build_reference
 from das.search.results import leaderboard, plot_scores, write_best, write_leaderboard
 from das.search.study import make_storage, open_study
 from das.search.teacher import prepare_teacher
@@ -53,6 +54,11 @@ def run_search(
     proxies = [study.objective, *[p for p in study.report if p != study.objective]]
     for name in proxies:
         PROXIES.get(name)
+    needed = max(PROXIES.get(name).min_batches for name in proxies)
+    if study.probe_batches < needed:
+        hungry = [n for n in proxies if PROXIES.get(n).min_batches > study.probe_batches]
+        raise DasError(f"study.probe_batches={study.probe_batches} but {hungry} need {needed}; set --study.probe_batches {needed}")
+    needs_reference = any(PROXIES.get(name).needs_reference for name in proxies)
     dev = resolve_device(device)
     search_space = create_space(space.name, **space.args)
 
@@ -64,20 +70,29 @@ def run_search(
 
     # Open the study before the (possibly long) teacher training so a bad sampler or storage fails at once.
     optuna_study = open_study(make_storage(study.storage, run_dir), study.study_name, study.sampler, study.seed)
-    _check_same_settings(optuna_study, {
+    settings = {
         "space": {"name": space.name, "args": dict(space.args)},
         "objective": study.objective,
         "teacher": {"spec": teacher.spec, "checkpoint": teacher.checkpoint},
         "data": {k: data.hparams.get(k) for k in ("dataset", "root", "image_size", "mean", "std", "train_file")},
         "probe": {"batch_size": study.probe_batch_size, "batches": study.probe_batches, "seed": study.seed},
         "budget": {"max_params": budget.max_params, "max_flops": budget.max_flops},
-    })
+    }
+    if needs_reference:
+        settings["ensemble_reference_size"] = study.reference_size
+    _check_same_settings(optuna_study, settings)
     teacher_model, teacher_ckpt = prepare_teacher(teacher, data, num_classes, input_shape, run_dir, log)
     teacher_model.to(dev)
     needs_teacher = any(PROXIES.get(p).needs_teacher for p in proxies)
     reference = DisWOTReference.from_teacher(teacher_model, batches[0]) if needs_teacher else None
 
-    objective = Objective(search_space, batches, reference, proxies, budget, num_classes, input_shape, dev, study.seed)
+    ensemble_reference = None
+    if needs_reference:
+        ensemble_reference = load_or_build_reference(
+            run_dir, log, space=search_space, batches=batches, budget=budget, num_classes=num_classes,
+            device=dev, size=study.reference_size, seed=study.seed, teacher=reference,
+        )
+    objective = Objective(search_space, batches, reference, proxies, budget, num_classes, input_shape, dev, study.seed, ensemble_reference)
     _remember_scored(optuna_study, objective, search_space)
     done = len([t for t in optuna_study.trials if t.state.is_finished()])
     remaining = max(0, study.trials - done)

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from das.errors import DasError
-from das.proxies import PROXIES, Proxy, ScoringContext, score
+from das.proxies import ENSEMBLE_MEMBERS, PROXIES, EnsembleReference, Proxy, ScoringContext, score
 from das.proxies.context import prunable_layers
 from tests.tinynets import TinyNet, batch
 
@@ -33,6 +33,15 @@ def net() -> TinyNet:
 def teacher() -> TinyNet:
     torch.manual_seed(1)
     return TinyNet(width=10).eval()
+
+
+@pytest.fixture(scope="module")
+def reference() -> EnsembleReference:
+    population = []
+    for i, width in enumerate((3, 4, 5, 7, 9)):
+        torch.manual_seed(i)
+        population.append(score(TinyNet(width=width, stages=True), batches(), list(ENSEMBLE_MEMBERS)))
+    return EnsembleReference.from_population(population)
 
 
 def snapshot(model: nn.Module) -> dict:
@@ -54,15 +63,15 @@ def test_registry_has_the_whole_suite() -> None:
 
 
 @pytest.mark.parametrize("name", ALL)
-def test_finite_deterministic_and_model_unchanged(name: str, teacher: TinyNet) -> None:
+def test_finite_deterministic_and_model_unchanged(name: str, teacher: TinyNet, reference: EnsembleReference) -> None:
     torch.manual_seed(0)
     model = net().eval()
     model.fc.weight.requires_grad_(False)
     model.body[0][0].weight.grad = torch.ones_like(model.body[0][0].weight)
     before = snapshot(model)
     rng = torch.get_rng_state()
-    first = score(model, batches(), [name], teacher=teacher)[name]
-    second = score(model, batches(), [name], teacher=teacher)[name]
+    first = score(model, batches(), [name], teacher=teacher, reference=reference)[name]
+    second = score(model, batches(), [name], teacher=teacher, reference=reference)[name]
     assert math.isfinite(first)
     assert first == second
     assert torch.equal(torch.get_rng_state(), rng), "scoring moved the caller's RNG"
@@ -74,17 +83,17 @@ def test_finite_deterministic_and_model_unchanged(name: str, teacher: TinyNet) -
         assert (value is None and after["grads"][key] is None) or torch.equal(after["grads"][key], value), key
 
 
-def test_fused_equals_one_by_one(teacher: TinyNet) -> None:
+def test_fused_equals_one_by_one(teacher: TinyNet, reference: EnsembleReference) -> None:
     for model in (net(), TinyNet(width=5, depth=3, stages=True)):
-        fused = score(model, batches(), ALL, teacher=teacher)
-        alone = score(model, batches(), ALL, teacher=teacher, fused=False)
+        fused = score(model, batches(), ALL, teacher=teacher, reference=reference)
+        alone = score(model, batches(), ALL, teacher=teacher, reference=reference, fused=False)
         assert fused == alone  # bitwise: the shared pass computes exactly what each proxy's own pass does
         assert list(fused) == ALL
 
 
-def test_subsets_agree_with_the_full_suite(teacher: TinyNet) -> None:
+def test_subsets_agree_with_the_full_suite(teacher: TinyNet, reference: EnsembleReference) -> None:
     model = net()
-    full = score(model, batches(), ALL, teacher=teacher)
+    full = score(model, batches(), ALL, teacher=teacher, reference=reference)
     for group in (["snip", "nwot"], ["jacov", "grasp", "zico"], ["az_trainability", "fisher", "swap"]):
         assert score(model, batches(), group) == {n: full[n] for n in group}
 

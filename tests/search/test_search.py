@@ -9,6 +9,7 @@ import pytest
 
 from das.data import DasDataModule
 from das.errors import DasError
+from das.proxies import EnsembleReference
 from das.search import BudgetConfig, SpaceConfig, StudyConfig, TeacherConfig, run_search
 from das.spec import ArchSpec
 
@@ -63,3 +64,33 @@ def test_resuming_with_other_settings_is_refused(tmp_path) -> None:
     args["space"] = SpaceConfig(name="nb201", args={"C": 8, "N": 1})
     with pytest.raises(DasError, match="other settings.*space"):
         run_search(**args)
+
+
+def ensemble_study(trials: int, **kw) -> StudyConfig:
+    return StudyConfig(trials=trials, probe_batch_size=16, probe_batches=2, sampler="random", objective="ensemble",
+                       report=["meco", "zico"], reference_size=kw.pop("reference_size", 4), **kw)
+
+
+def test_ensemble_objective_ranks_against_a_saved_in_budget_reference(tmp_path) -> None:
+    args = tiny(tmp_path, 3, max_params=12000)
+    args["study"] = ensemble_study(3)
+    run_search(**args)
+    reference = EnsembleReference.load(tmp_path / "ensemble_reference.json")
+    assert reference.size == 4
+    rows = list(csv.DictReader((tmp_path / "leaderboard.csv").open()))
+    assert all(float(r["ensemble"]) <= 0.0 for r in rows)
+    saved = (tmp_path / "ensemble_reference.json").read_text()
+    args["study"] = ensemble_study(4)
+    run_search(**args)  # resumes: the same reference is read back, not rebuilt
+    assert (tmp_path / "ensemble_reference.json").read_text() == saved
+    args["study"] = ensemble_study(5, reference_size=6)
+    with pytest.raises(DasError, match="ensemble_reference_size"):
+        run_search(**args)
+
+
+def test_too_few_probe_batches_are_refused_before_any_work(tmp_path) -> None:
+    args = tiny(tmp_path, 2)
+    args["study"] = StudyConfig(trials=2, objective="zico", report=[])
+    with pytest.raises(DasError, match="probe_batches 2"):
+        run_search(**args)
+    assert not (tmp_path / "teacher").exists()

@@ -1,0 +1,107 @@
+"""The reference population an ``ensemble`` objective ranks candidates against.
+
+A log-rank ensemble needs a population. During a search the population cannot be "the
+candidates scored so far": a trial's value would then change as the study grows, and TPE would
+learn from values that no longer hold. So das draws a fixed reference once, before the first
+trial: ``size`` distinct random members of the space **within the budget** (so the ranks resolve
+the networks the search can actually pick), scores the ensemble's members on them with the
+study's probe batches, and saves them as ``ensemble_reference.json`` in the run directory. A
+resumed study reads that file back, so every trial, old and new, is ranked against the same
+population.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import optuna
+import torch
+from tqdm.auto import tqdm
+
+from das.errors import DasError
+from das.proxies import ENSEMBLE_MEMBERS, EnsembleReference, score
+from das.proxies.context import Batch
+from das.proxies.diswot import DisWOTReference
+from das.search.config import BudgetConfig
+from das.spaces import SearchSpace
+from das.spec import ArchSpec
+from das.stats import count_flops, count_params
+
+REFERENCE_FILE = "ensemble_reference.json"
+
+
+def random_members(space: SearchSpace, seed: int) -> Callable[[], ArchSpec]:
+    """Draw members of any space uniformly through its own ``suggest`` and Optuna's random sampler."""
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+
+    def draw() -> ArchSpec:
+        trial = study.ask()
+        spec = space.suggest(trial)
+        study.tell(trial, 0.0)
+        return spec
+
+    return draw
+
+
+def build_reference(
+    space: SearchSpace,
+    batches: list[Batch],
+    budget: BudgetConfig,
+    num_classes: int,
+    device: torch.device,
+    size: int,
+    seed: int,
+    teacher: DisWOTReference | None = None,
+    max_draws_per_member: int = 50,
+) -> EnsembleReference:
+    """Score the ensemble's members on ``size`` distinct random in-budget members of ``space``."""
+    if size < 2:
+        raise DasError(f"study.reference_size={size}; the ensemble's reference needs at least 2 architectures (100 is a good size)")
+    draw = random_members(space, seed)
+    input_shape = tuple(batches[0][0].shape[1:])
+    seen: set[str] = set()
+    population: list[dict[str, float]] = []
+    draws = 0
+    with tqdm(total=size, desc="ensemble reference", unit="arch") as bar:
+        while len(population) < size:
+            draws += 1
+            if draws > max_draws_per_member * size:
+                raise DasError(
+                    f"found only {len(population)} distinct architectures within the budget {budget} in {draws - 1} random draws; "
+                    f"lower study.reference_size (now {size}) or loosen the budget"
+                )
+            spec = draw()
+            key = space.canonical(spec)
+            if key in seen:
+                continue
+            seen.add(key)
+            torch.manual_seed(seed)
+            model = spec.build(num_classes).to(device)
+            params = count_params(model)
+            if budget.max_params is not None and params > budget.max_params:
+                continue
+            if budget.max_flops is not None and count_flops(model, input_shape) > budget.max_flops:
+                continue
+            population.append(score(model, batches, list(ENSEMBLE_MEMBERS), teacher=teacher, seed=seed))
+            bar.update(1)
+    return EnsembleReference.from_population(population, settings={"size": size, "seed": seed, "space": space.name, "draws": draws})
+
+
+def load_or_build_reference(run_dir: Path, log: Callable[[str], None], **build_args) -> EnsembleReference:
+    """The run directory's reference if it has one with the same members, else a new one (saved)."""
+    path = run_dir / REFERENCE_FILE
+    if path.exists():
+        reference = EnsembleReference.load(path)
+        if tuple(reference.members) != ENSEMBLE_MEMBERS or reference.settings.get("size") != build_args["size"]:
+            raise DasError(
+                f"{path} was built for members {list(reference.members)} and size {reference.settings.get('size')}; "
+                f"this search needs {list(ENSEMBLE_MEMBERS)} and size {build_args['size']}: use a new --run_dir"
+            )
+        log(f"search: ensemble ranks against the {reference.size} reference architectures in {path}")
+        return reference
+    log(f"search: scoring a reference population of {build_args['size']} random in-budget architectures for the ensemble")
+    reference = build_reference(**build_args)
+    reference.save(path)
+    return reference

@@ -16,6 +16,12 @@ registers proxies of those names. Proxies das has and NASLib lacks are reported 
 NASLib's ``val_accuracy`` only. For context the table also gives each side's ρ with that
 accuracy on the same architectures. Nothing here feeds back into a proxy.
 
+With ``--accuracy-csv`` (by default the NB201 table the correlation benchmark uses) both sides
+are also ranked against that table's accuracy on the architectures it holds. That is the
+controlled comparison behind das's published-vs-measured table: NASLib's own scores and das's,
+on the same architectures and the same ground truth, so a gap to a published ρ that both share
+comes from the ground truth and the sample, not from das's implementation.
+
     python benchmarks/naslib_agreement.py --naslib ../shared/data/nb201/naslib_zc_nasbench201.json \\
         --data ../shared/data/cifar10/train_jpeg.npz --proxies all --out benchmarks/results/naslib_agreement.json
 """
@@ -23,6 +29,7 @@ accuracy on the same architectures. Nothing here feeds back into a proxy.
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import json
 import sys
@@ -72,6 +79,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--data", default=str(data / "cifar10" / "train_jpeg.npz"), help=".npz the probe batches are drawn from")
     p.add_argument("--proxies", default="all", help="comma-separated das proxies or 'all'")
     p.add_argument("--seed", type=int, default=0, help="seeds the probe batches and every network's initialisation")
+    p.add_argument("--accuracy-csv", default=None, help="also rank both sides against this NB201 table's accuracy "
+                   f"(default: {data / 'nb201' / 'nb201_accuracy.csv'} when present)")
+    p.add_argument("--accuracy-column", default="cifar10_test_acc", help="the accuracy column of --accuracy-csv")
     p.add_argument("--limit", type=int, default=0, help="score only the first N archs of the file (0: all)")
     p.add_argument("--out", default="benchmarks/results/naslib_agreement.json", help="result JSON")
     p.add_argument("--scores", default=None, help="per-architecture scores CSV (default: OUT with .scores.csv)")
@@ -111,8 +121,24 @@ def read_naslib(path: str | Path, dataset: str) -> list[dict[str, Any]]:
     return rows
 
 
-def summarise(scored: Sequence[Any], by_key: dict[str, dict[str, Any]], proxies: Sequence[str]) -> dict[str, Any]:
+def read_table_accuracy(path: str | Path, column: str) -> dict[str, float]:
+    """``arch string → accuracy`` from an NB201 table with an ``arch`` column."""
+    p = require_file(path, "--accuracy-csv", "a CSV with columns arch and the accuracy column, e.g. ../shared/data/nb201/nb201_accuracy.csv")
+    with p.open(newline="") as f:
+        reader = csv.DictReader(f)
+        if "arch" not in (reader.fieldnames or []) or column not in (reader.fieldnames or []):
+            raise DasError(f"{p} needs columns arch and {column}; it has {reader.fieldnames}")
+        try:
+            return {r["arch"]: float(r[column]) for r in reader}
+        except (TypeError, ValueError):
+            raise DasError(f"{p}: column {column} holds a value that is not a number") from None
+
+
+def summarise(scored: Sequence[Any], by_key: dict[str, dict[str, Any]], proxies: Sequence[str],
+              table: dict[str, float] | None = None) -> dict[str, Any]:
     acc = [by_key[r.key]["val_accuracy"] for r in scored]
+    in_table = [r for r in scored if table is not None and r.arch in table]
+    table_acc = [table[r.arch] for r in in_table] if table is not None else []
     out: dict[str, Any] = {}
     for name in proxies:
         ours = [r.values[name] for r in scored]
@@ -121,19 +147,26 @@ def summarise(scored: Sequence[Any], by_key: dict[str, dict[str, Any]], proxies:
             theirs = [by_key[r.key]["naslib"].get(name, float("nan")) for r in scored]
             entry["das_vs_naslib"] = rank_correlation(ours, theirs)
             entry["naslib_vs_val_accuracy"] = rank_correlation(theirs, acc)
+        if table is not None:
+            entry["das_vs_table_accuracy"] = rank_correlation([r.values[name] for r in in_table], table_acc)
+            if name in NASLIB_PROXIES:
+                entry["naslib_vs_table_accuracy"] = rank_correlation(
+                    [by_key[r.key]["naslib"].get(name, float("nan")) for r in in_table], table_acc)
         out[name] = entry
     return out
 
 
 def report_table(results: dict[str, Any]) -> None:
-    header = ["proxy", "n", "fail", "ρ das~NASLib", "τ das~NASLib", "ρ das~acc", "ρ NASLib~acc"]
+    header = ["proxy", "n", "fail", "ρ das~NASLib", "τ das~NASLib", "ρ das~acc", "ρ NASLib~acc", "n table", "ρ das~table", "ρ NASLib~table"]
     rows = []
     for name, r in results.items():
         agree = r.get("das_vs_naslib", {})
+        table = r.get("das_vs_table_accuracy", {})
         rows.append([
             name, str(r["das_vs_val_accuracy"]["n"]), str(r["failures"]["count"]),
             fmt(agree.get("spearman")), fmt(agree.get("kendall")), fmt(r["das_vs_val_accuracy"]["spearman"]),
             fmt(r.get("naslib_vs_val_accuracy", {}).get("spearman")),
+            str(table.get("n", "")), fmt(table.get("spearman")), fmt(r.get("naslib_vs_table_accuracy", {}).get("spearman")),
         ])
     print_table(header, rows)
 
@@ -155,6 +188,9 @@ def main(argv: Sequence[str]) -> int:
     if args.limit:
         rows = rows[: args.limit]
     by_key = {r["key"]: r for r in rows}
+    default_table = shared_data_dir() / "nb201" / "nb201_accuracy.csv"
+    table_path = args.accuracy_csv or (default_table if default_table.is_file() else None)
+    table = read_table_accuracy(table_path, args.accuracy_column) if table_path else None
     num_batches = batches_needed(proxies)
     batches = load_probe(args.data, args.batch_size, num_batches, args.seed)
     teacher = teacher_reference(args.teacher, args.teacher_checkpoint, batches[0], args.num_classes) if needs_teacher else None
@@ -188,12 +224,14 @@ def main(argv: Sequence[str]) -> int:
                 **identity, "proxies": proxies, "num_batches": num_batches, "num_archs": len(rows),
                 "teacher": args.teacher if needs_teacher else None,
                 "teacher_checkpoint": Path(args.teacher_checkpoint).name if needs_teacher else None, "threads": threads, "fused": fused and supports_fused(),
-                "naslib_file": Path(args.naslib).name, "date": now_iso(), "started": started, "code": code,
+                "naslib_file": Path(args.naslib).name,
+                "accuracy_table": None if table_path is None else {"file": Path(table_path).name, "column": args.accuracy_column},
+                "date": now_iso(), "started": started, "code": code,
                 "load_average": list(os.getloadavg()),  # other work on the machine slows archs_per_second
                 "machine": machine_info(), "scores_file": scores_path.name,
             },
             "naslib_proxies_without_das_counterpart": [n for n in NASLIB_PROXIES if n not in proxies],
-            "results": summarise(scored, by_key, proxies),
+            "results": summarise(scored, by_key, proxies, table),
         }
 
     print(f"scoring {len(rows)} NASLib {args.dataset} archs with {', '.join(proxies)}; scores → {scores_path}", file=sys.stderr)

@@ -240,3 +240,24 @@ def test_proxy_speed_reports_each_mode(fake_npz, params_flops, tmp_path) -> None
     assert {"forward_backward", "fused", "separate_sum"} <= set(result["modes"])
     assert result["ratios"]["fused_over_forward_backward"] > 0 and set(result["per_proxy_mean_seconds"]) == {"params", "flops"}
     assert result["settings"]["threads"] >= 1 and result["settings"]["batch_size"] == 64
+
+
+def test_ensemble_is_reported_over_the_sample_and_against_a_disjoint_reference(fake_csv, fake_npz, tmp_path) -> None:
+    from das.proxies import ENSEMBLE_MEMBERS
+
+    reference_run = tmp_path / "ref.json"
+    run_correlation(fake_csv, fake_npz, reference_run, ",".join(ENSEMBLE_MEMBERS), "--batch-size", "16", num_archs=6)
+    result = run_correlation(fake_csv, fake_npz, tmp_path / "o.json", "ensemble", "--batch-size", "16", "--seed", "1",
+                             "--ensemble-reference", str(reference_run.with_suffix(".scores.csv")), num_archs=3)
+    res = result["results"]
+    header = (tmp_path / "o.scores.csv").read_text().splitlines()[1].split(",")
+    assert set(ENSEMBLE_MEMBERS) <= set(header) and "ensemble" not in header  # scored through its members
+    assert res["ensemble"]["members"] == list(ENSEMBLE_MEMBERS) and res["ensemble"]["cifar10_test_acc"]["n"] == 3
+    assert "reference of 3 architectures" in res["ensemble_vs_reference"]["population"]  # the 3 sampled archs left out
+    assert res["ensemble_vs_reference"]["cifar10_test_acc"]["n"] == 3
+
+
+def test_population_proxies_are_refused_where_no_population_exists(fake_npz, tmp_path, capsys) -> None:
+    argv = ["--data", str(fake_npz), "--num-archs", "2", "--proxies", "ensemble", "--out", str(tmp_path / "s.json"), *TINY]
+    assert guarded(proxy_speed.main, argv) == 2
+    assert "population" in capsys.readouterr().err

@@ -16,9 +16,10 @@ same architecture comes back. A member score beyond the reference's range is cla
 m), so a larger reference resolves the extremes better. Over a whole benchmark population the
 same rule is :func:`das.report.ranking.log_rank_ensemble` (AZ-NAS's protocol).
 
-The members are :data:`ENSEMBLE_MEMBERS`, chosen once from a selection benchmark on NB201
-architectures disjoint from the evaluation sample (see the README); nothing is fitted per
-architecture and no accuracy enters the score.
+The members are :data:`ENSEMBLE_MEMBERS`, fixed once: AZ-NAS's four complementary terms plus
+MeCo (feature correlation on real data) and ZiCo (gradient consistency across batches), the two
+newer single proxies with the strongest published NAS-Bench-201 figures (the README gives the
+reasoning and the check on a disjoint sample). Nothing is fitted and no accuracy enters the score.
 """
 
 from __future__ import annotations

@@ -261,3 +261,19 @@ def test_population_proxies_are_refused_where_no_population_exists(fake_npz, tmp
     argv = ["--data", str(fake_npz), "--num-archs", "2", "--proxies", "ensemble", "--out", str(tmp_path / "s.json"), *TINY]
     assert guarded(proxy_speed.main, argv) == 2
     assert "population" in capsys.readouterr().err
+
+
+def test_diswot_bn_mode_ablation_scores_both_modes(fake_csv, fake_npz, tmp_path) -> None:
+    from benchmarks import diswot_bn_mode
+    from teachers import create_teacher
+
+    teacher = tmp_path / "resnet20.th"
+    torch.save({"state_dict": create_teacher("resnet20", num_classes=10).state_dict()}, teacher)
+    out = tmp_path / "bn.json"
+    argv = ["--accuracy-csv", str(fake_csv), "--data", str(fake_npz), "--num-archs", "4", "--teacher", "resnet20",
+            "--teacher-checkpoint", str(teacher), "--out", str(out)]
+    assert diswot_bn_mode.main(argv) == 0
+    result = json.loads(out.read_text())
+    assert set(result["results"]) == {"train_mode_bn", "eval_mode_bn"}
+    wrapped = diswot_bn_mode.EvalModeBN(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4))).train()
+    assert wrapped.training and not wrapped.student[1].training and wrapped.student[0].training

@@ -85,7 +85,6 @@ class EnsembleReference:
         if equal == 0 and 0 < below < len(ref):  # strictly inside a gap: interpolate between its ends
             lo, hi = ref[int(below) - 1], ref[int(below)]
             position = below - 0.5 + (value - lo) / (hi - lo)
-            position = min(max(position, below - 0.5), below + 0.5)
         return 1.0 + position
 
     def value(self, member_scores: Mapping[str, float]) -> float:

@@ -81,7 +81,7 @@ def run_search(
     if needs_reference:
         settings["ensemble_reference_size"] = study.reference_size
     _check_same_settings(optuna_study, settings)
-    teacher_model, teacher_ckpt = prepare_teacher(teacher, data, num_classes, input_shape, run_dir, log)
+    teacher_model, teacher_ckpt = prepare_teacher(teacher, data, num_classes, input_shape, run_dir, log, seed=study.seed)
     teacher_model.to(dev)
     needs_teacher = any(PROXIES.get(p).needs_teacher for p in proxies)
     reference = DisWOTReference.from_teacher(teacher_model, batches[0]) if needs_teacher else None

@@ -14,12 +14,14 @@ from teachers import create_teacher
 
 
 def prepare_teacher(cfg: TeacherConfig, datamodule: L.LightningDataModule, num_classes: int,
-                    input_size: tuple[int, int, int], run_dir: Path, log=print) -> tuple[nn.Module, str]:
+                    input_size: tuple[int, int, int], run_dir: Path, log=print, seed: int = 0) -> tuple[nn.Module, str]:
     """Return the teacher (eval mode, frozen) and the checkpoint path it was loaded from.
 
     Without ``cfg.checkpoint`` the teacher is trained with the same Lightning code that distils
     students, saved as ``RUN_DIR/teacher/teacher.pt`` and reused by every later run; an
-    interrupted training resumes from its ``last.ckpt``.
+    interrupted training resumes from its ``last.ckpt``. The training is seeded (``seed``: its
+    initialisation, data order and augmentation), so a fresh run directory gets the same teacher,
+    and with it the same DisWOT ranking, as the last one.
     """
     checkpoint = cfg.checkpoint
     if checkpoint is None:
@@ -30,6 +32,7 @@ def prepare_teacher(cfg: TeacherConfig, datamodule: L.LightningDataModule, num_c
         else:
             log(f"teacher: no checkpoint given, training {cfg.spec} once for {cfg.epochs} epochs "
                 f"(saved to {path} and reused next time)")
+            L.seed_everything(seed, workers=True, verbose=False)
             module = DistillModule(student=cfg.spec, num_classes=num_classes, lr=cfg.lr, input_size=input_size)
             trainer = make_trainer(root, cfg.epochs)
             acc = fit_and_test(module, datamodule, trainer, ckpt_path=last_checkpoint(root))

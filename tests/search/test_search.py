@@ -94,3 +94,17 @@ def test_too_few_probe_batches_are_refused_before_any_work(tmp_path) -> None:
     with pytest.raises(DasError, match="probe_batches 2"):
         run_search(**args)
     assert not (tmp_path / "teacher").exists()
+
+
+def test_the_trained_teacher_is_the_same_in_a_fresh_run_dir(tmp_path) -> None:
+    import torch
+
+    from das.search.teacher import prepare_teacher
+
+    weights = []
+    for name in ("a", "b"):
+        args = tiny(tmp_path / name, 1)
+        args["data"].setup("fit")
+        teacher, _ = prepare_teacher(args["teacher"], args["data"], 10, (3, 8, 8), tmp_path / name, log=lambda *_: None, seed=3)
+        weights.append(teacher.state_dict())
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])

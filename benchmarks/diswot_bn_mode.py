@@ -33,8 +33,7 @@ from das.report.ranking import rank_correlation
 from das.spaces import create_space
 from das.stats import count_params
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from nb201_correlation import read_accuracy_csv, sample_rows  # noqa: E402  (the same seeded sample)
+from benchmarks.nb201_correlation import read_accuracy_csv, sample_rows  # the same seeded sample
 
 TERMS = ["diswot", "diswot_relation", "diswot_semantic"]
 

@@ -29,7 +29,6 @@ comes from the ground truth and the sample, not from das's implementation.
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import json
 import sys
@@ -66,6 +65,7 @@ from das.report.bench import (
 from das.report.ranking import rank_correlation
 from das.spaces import create_space
 from das.spaces.nb201 import from_naslib_tuple
+from benchmarks.nb201_correlation import ACCURACY_COLUMNS, read_accuracy_csv
 
 #: The proxies in NASLib's NB201 zero-cost file.
 NASLIB_PROXIES: tuple[str, ...] = ("epe_nas", "fisher", "flops", "grad_norm", "grasp", "jacov", "l2_norm", "nwot", "params", "plain", "snip", "synflow")
@@ -119,19 +119,6 @@ def read_naslib(path: str | Path, dataset: str) -> list[dict[str, Any]]:
     if len(rows) < 2:
         raise DasError(f"{p} section {dataset!r} has {len(rows)} archs; agreement needs at least two")
     return rows
-
-
-def read_table_accuracy(path: str | Path, column: str) -> dict[str, float]:
-    """``arch string → accuracy`` from an NB201 table with an ``arch`` column."""
-    p = require_file(path, "--accuracy-csv", "a CSV with columns arch and the accuracy column, e.g. ../shared/data/nb201/nb201_accuracy.csv")
-    with p.open(newline="") as f:
-        reader = csv.DictReader(f)
-        if "arch" not in (reader.fieldnames or []) or column not in (reader.fieldnames or []):
-            raise DasError(f"{p} needs columns arch and {column}; it has {reader.fieldnames}")
-        try:
-            return {r["arch"]: float(r[column]) for r in reader}
-        except (TypeError, ValueError):
-            raise DasError(f"{p}: column {column} holds a value that is not a number") from None
 
 
 def summarise(scored: Sequence[Any], by_key: dict[str, dict[str, Any]], proxies: Sequence[str],
@@ -190,7 +177,9 @@ def main(argv: Sequence[str]) -> int:
     by_key = {r["key"]: r for r in rows}
     default_table = shared_data_dir() / "nb201" / "nb201_accuracy.csv"
     table_path = args.accuracy_csv or (default_table if default_table.is_file() else None)
-    table = read_table_accuracy(table_path, args.accuracy_column) if table_path else None
+    if args.accuracy_column not in ACCURACY_COLUMNS:
+        raise DasError(f"--accuracy-column {args.accuracy_column!r} is not one of {', '.join(ACCURACY_COLUMNS)}")
+    table = {r["arch"]: r[args.accuracy_column] for r in read_accuracy_csv(table_path)} if table_path else None
     num_batches = batches_needed(proxies)
     batches = load_probe(args.data, args.batch_size, num_batches, args.seed)
     teacher = teacher_reference(args.teacher, args.teacher_checkpoint, batches[0], args.num_classes) if needs_teacher else None

@@ -215,7 +215,7 @@ def test_diswot_uses_the_teacher_once(fake_csv, fake_npz, tmp_path) -> None:
 # --------------------------------------------------------------------------- naslib_agreement, proxy_speed
 
 
-def test_naslib_agreement_on_a_fake_reference(fake_npz, params_flops, tmp_path) -> None:
+def test_naslib_agreement_on_a_fake_reference(fake_csv, fake_npz, params_flops, tmp_path) -> None:
     section = {}
     for i, arch in enumerate(ARCHS):
         key = str(to_naslib_tuple(arch))
@@ -224,12 +224,16 @@ def test_naslib_agreement_on_a_fake_reference(fake_npz, params_flops, tmp_path) 
     naslib = tmp_path / "zc.json"
     naslib.write_text(json.dumps({"cifar10": section}))
     out = tmp_path / "agree.json"
-    argv = ["--naslib", str(naslib), "--data", str(fake_npz), "--proxies", "params,flops", "--out", str(out), *TINY]
+    argv = ["--naslib", str(naslib), "--data", str(fake_npz), "--proxies", "params,flops", "--out", str(out),
+            "--accuracy-csv", str(fake_csv), *TINY]
     assert naslib_agreement.main(argv) == 0
     result = json.loads(out.read_text())
     assert result["archs_scored"] == len(ARCHS)
     assert result["results"]["params"]["das_vs_naslib"]["spearman"] == pytest.approx(1.0)
     assert "das_vs_naslib" in result["results"]["flops"] and "jacov" in result["naslib_proxies_without_das_counterpart"]
+    # the fake table's CIFAR-10 column is the parameter count, and NASLib's fake params score is too
+    assert result["results"]["params"]["das_vs_table_accuracy"] == {"spearman": pytest.approx(1.0), "kendall": pytest.approx(1.0), "n": len(ARCHS)}
+    assert result["results"]["params"]["naslib_vs_table_accuracy"]["spearman"] == pytest.approx(1.0)
 
 
 def test_proxy_speed_reports_each_mode(fake_npz, params_flops, tmp_path) -> None:

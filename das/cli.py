@@ -7,9 +7,13 @@ from collections.abc import Callable
 
 from das.errors import DasError
 
+#: Exit statuses of both commands: 0 success, 1 a user mistake (one line), 130 Ctrl-C (128 + SIGINT).
+USER_ERROR = 1
+INTERRUPTED = 130
+
 
 def guarded(main: Callable[[list[str]], int], argv: list[str] | None = None) -> int:
-    """Run ``main``; a user mistake (DasError) prints one line and exits 2.
+    """Run ``main``; a user mistake (DasError) prints one line and exits 1, Ctrl-C exits 130.
 
     ``--debug`` anywhere on the command line re-raises instead, for the full traceback.
     """
@@ -28,7 +32,7 @@ def guarded(main: Callable[[list[str]], int], argv: list[str] | None = None) -> 
         if debug:
             raise
         print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
-        return 2
+        return USER_ERROR
     except KeyboardInterrupt:
         print("interrupted: everything written so far is kept; rerun the same command to resume", file=sys.stderr)
-        return 130
+        return INTERRUPTED

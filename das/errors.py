@@ -1,7 +1,7 @@
 """User-facing errors.
 
 A ``DasError`` is a mistake the user can fix (a bad name, a missing file, an impossible budget).
-The command lines print its message on one line and exit with status 2; a traceback is shown
+The command lines print its message on one line and exit with status 1; a traceback is shown
 only with ``--debug``. Anything else that escapes is a bug in das and keeps its traceback.
 """
 

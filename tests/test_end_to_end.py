@@ -36,6 +36,6 @@ def test_search_then_train(tmp_path, capsys) -> None:
 def test_user_mistakes_are_one_line_errors(tmp_path, capsys) -> None:
     from das.cli import guarded
 
-    assert guarded(search.main, ["--run_dir", str(tmp_path), "--teacher.spec", "resnet2", "--study.trials", "1"]) == 2
+    assert guarded(search.main, ["--run_dir", str(tmp_path), "--teacher.spec", "resnet2", "--study.trials", "1"]) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "resnet20" in err and "\n" not in err

@@ -148,9 +148,9 @@ def test_an_existing_scores_file_needs_resume_and_the_same_settings(fake_csv, fa
     out = tmp_path / "o.json"
     run_correlation(fake_csv, fake_npz, out, "bench_count", num_archs=2)
     base = ["--accuracy-csv", str(fake_csv), "--data", str(fake_npz), "--num-archs", "2", "--proxies", "bench_count", "--out", str(out), *TINY]
-    assert guarded(nb201_correlation.main, base) == 2
+    assert guarded(nb201_correlation.main, base) == 1
     assert "--resume" in capsys.readouterr().err
-    assert guarded(nb201_correlation.main, [*base, "--resume", "--seed", "1"]) == 2
+    assert guarded(nb201_correlation.main, [*base, "--resume", "--seed", "1"]) == 1
     assert "seed" in capsys.readouterr().err
 
 
@@ -176,7 +176,7 @@ def test_a_second_writer_is_refused_while_a_run_holds_the_scores_file(fake_csv, 
     try:
         argv = ["--accuracy-csv", str(fake_csv), "--data", str(fake_npz), "--num-archs", "6", "--proxies", "bench_count",
                 "--out", str(out), "--resume", *TINY]
-        assert guarded(nb201_correlation.main, argv) == 2
+        assert guarded(nb201_correlation.main, argv) == 1
         assert "another run" in capsys.readouterr().err
     finally:
         holder.close()
@@ -190,7 +190,7 @@ def test_a_missing_input_is_a_one_line_error_naming_the_path(which, fake_csv, fa
     paths = {"--accuracy-csv": fake_csv, "--data": fake_npz, "--teacher-checkpoint": tmp_path / "t.th", which: missing}
     proxies = "bench_teacher" if which == "--teacher-checkpoint" else "params"
     argv = [f"{k}={v}" for k, v in paths.items()] + ["--proxies", proxies, "--num-archs", "6", "--out", str(tmp_path / "o.json"), *TINY]
-    assert guarded(nb201_correlation.main, argv) == 2
+    assert guarded(nb201_correlation.main, argv) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(missing) in err and which in err
 
@@ -198,7 +198,7 @@ def test_a_missing_input_is_a_one_line_error_naming_the_path(which, fake_csv, fa
 def test_bad_ensemble_members_are_refused(fake_csv, fake_npz, params_flops, tmp_path, capsys) -> None:
     argv = ["--accuracy-csv", str(fake_csv), "--data", str(fake_npz), "--proxies", "params", "--ensemble", "params,flops",
             "--out", str(tmp_path / "o.json"), *TINY]
-    assert guarded(nb201_correlation.main, argv) == 2
+    assert guarded(nb201_correlation.main, argv) == 1
     assert "flops" in capsys.readouterr().err
 
 
@@ -263,7 +263,7 @@ def test_ensemble_is_reported_over_the_sample_and_against_a_disjoint_reference(f
 
 def test_population_proxies_are_refused_where_no_population_exists(fake_npz, tmp_path, capsys) -> None:
     argv = ["--data", str(fake_npz), "--num-archs", "2", "--proxies", "ensemble", "--out", str(tmp_path / "s.json"), *TINY]
-    assert guarded(proxy_speed.main, argv) == 2
+    assert guarded(proxy_speed.main, argv) == 1
     assert "population" in capsys.readouterr().err
 
 

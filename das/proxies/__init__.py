@@ -38,7 +38,7 @@ from das.proxies import zico as _zico  # noqa: F401
 from das.proxies import ensemble as _ensemble  # noqa: E402  (after its members)
 from das.proxies.base import PROXIES, Proxy, register_proxy
 from das.proxies.context import BUILTIN_NEEDS, TAPS, Batch, ScoringContext, Tap, register_tap
-from das.proxies.diswot import DisWOTReference
+from das.proxies.diswot import DEFAULT_TEACHER_INIT, TEACHER_INITS, DisWOTReference
 from das.proxies.ensemble import ENSEMBLE_MEMBERS, EnsembleReference
 from das.proxies.state import preserved
 
@@ -50,6 +50,7 @@ def score(
     teacher: nn.Module | DisWOTReference | None = None,
     *,
     reference: EnsembleReference | None = None,
+    teacher_init: str = DEFAULT_TEACHER_INIT,
     fused: bool = True,
     seed: int = 0,
 ) -> dict[str, float]:
@@ -63,6 +64,9 @@ def score(
         teacher: for teacher-aware proxies, the trained teacher or a precomputed reference
             (pass the reference in a search so the teacher runs once, not per candidate).
         reference: for ``ensemble``, the reference population its ranks are relative to.
+        teacher_init: when ``teacher`` is a model, which of its weights DisWOT compares with:
+            ``random`` (a seeded N(0, 1) re-initialisation, the DisWOT authors' protocol) or
+            ``trained`` (its own weights, eval mode).
         fused: share passes between the proxies (one labelled forward+backward for all). With
             ``False`` every proxy runs in a fresh context of its own — the same numbers, slower;
             for tests and for timing the fusion.
@@ -86,7 +90,7 @@ def score(
     if needs_reference and reference is None:
         raise DasError(f"proxies {needs_reference} rank against a reference population; pass reference=EnsembleReference(...)")
     if needs_teacher and isinstance(teacher, nn.Module):  # read the teacher only when a proxy compares with it
-        teacher = DisWOTReference.from_teacher(teacher, batches[0])
+        teacher = DisWOTReference.from_teacher(teacher, batches[0], init=teacher_init, seed=seed)
     groups = [chosen] if fused else [[p] for p in chosen]
     values: dict[str, float] = {}
     for group in groups:
@@ -109,11 +113,13 @@ __all__ = [
     "BUILTIN_NEEDS",
     "PROXIES",
     "TAPS",
+    "DEFAULT_TEACHER_INIT",
     "DisWOTReference",
     "ENSEMBLE_MEMBERS",
     "EnsembleReference",
     "Proxy",
     "ScoringContext",
+    "TEACHER_INITS",
     "Tap",
     "preserved",
     "register_proxy",

@@ -16,7 +16,8 @@ Protocol (as the zero-cost proxy papers and NASLib do for the CIFAR-10 column):
   zico needs two), normalised, not augmented; networks in train mode at initialisation;
 - each student's weights come from ``torch.manual_seed(seed)`` right before it is built;
 - DisWOT's teacher is the public CIFAR-10 ResNet-56 (``../shared/data/teachers``), read once on
-  the first probe batch;
+  the first probe batch: by default a seeded random re-initialisation of it, as the DisWOT
+  authors score (``--teacher-init trained`` for its trained weights);
 - a proxy that raises or returns a non-finite value on an architecture is counted as a failure
   of that proxy (reported with examples) and left out of *its* correlation only; an ensemble
   ranks a failed member score last;
@@ -59,7 +60,7 @@ import numpy as np
 from das.cli import guarded
 from das.errors import DasError
 from das.paths import shared_data_dir
-from das.proxies import ENSEMBLE_MEMBERS, PROXIES, EnsembleReference
+from das.proxies import DEFAULT_TEACHER_INIT, ENSEMBLE_MEMBERS, PROXIES, TEACHER_INITS, EnsembleReference
 from das.report.bench import (
     ScoredArch,
     ScoresFile,
@@ -112,6 +113,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         "(e.g. benchmarks/results/ensemble_selection.scores.csv), as a search ranks its candidates")
     p.add_argument("--teacher", default="resnet56", help="teacher spec for teacher-aware proxies (DisWOT)")
     p.add_argument("--teacher-checkpoint", default=str(data / "teachers" / "cifar10_resnet56.th"), help="the teacher's trained weights")
+    p.add_argument("--teacher-init", default=DEFAULT_TEACHER_INIT, choices=TEACHER_INITS,
+                   help="DisWOT compares with the trained teacher or a seeded random re-initialisation of it (the authors' protocol)")
     p.add_argument("--batch-size", type=int, default=64, help="probe images per batch")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     p.add_argument("--C", type=int, default=16, help="NB201 width of the first stage (benchmark: 16)")
@@ -269,7 +272,7 @@ def main(argv: Sequence[str]) -> int:
         "benchmark": "nb201_correlation", "seed": args.seed, "batch_size": args.batch_size,
         "C": args.C, "N": args.N, "num_classes": args.num_classes, "data": Path(args.data).name,
         # the teacher is recorded even when unused, so proxies added later (--resume) match
-        "teacher": args.teacher, "teacher_checkpoint": Path(args.teacher_checkpoint).name,
+        "teacher": args.teacher, "teacher_checkpoint": Path(args.teacher_checkpoint).name, "teacher_init": args.teacher_init,
     }
 
     if args.report_only:
@@ -331,7 +334,8 @@ def main(argv: Sequence[str]) -> int:
     if not args.report_only:
         try:
             batches = load_probe(args.data, args.batch_size, num_batches, args.seed)
-            teacher = teacher_reference(args.teacher, args.teacher_checkpoint, batches[0], args.num_classes) if needs_teacher else None
+            teacher = (teacher_reference(args.teacher, args.teacher_checkpoint, batches[0], args.num_classes, args.teacher_init, args.seed)
+                       if needs_teacher else None)
             space = create_space("nb201", C=args.C, N=args.N)
             print(f"scoring {len(rows)} NB201 archs (C={args.C}, N={args.N}) with {', '.join(proxies)} on {num_batches}×{args.batch_size} "
                   f"images of {args.data}, {threads} threads; scores → {scores_path}", file=sys.stderr)

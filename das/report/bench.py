@@ -37,7 +37,7 @@ from torch import nn
 
 from das.data import load_dataset, probe_batches
 from das.errors import DasError
-from das.proxies import PROXIES, DisWOTReference, score
+from das.proxies import DEFAULT_TEACHER_INIT, PROXIES, DisWOTReference, score
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -166,14 +166,19 @@ def load_probe(npz: str | Path, batch_size: int, num_batches: int, seed: int) ->
     return probe_batches(splits, batch_size=batch_size, num_batches=num_batches, seed=seed, split="train")
 
 
-def teacher_reference(spec: str, checkpoint: str | Path, batch: Batch, num_classes: int) -> DisWOTReference:
-    """The DisWOT reference of a trained teacher on the first probe batch, computed once."""
+def teacher_reference(spec: str, checkpoint: str | Path, batch: Batch, num_classes: int,
+                      init: str = DEFAULT_TEACHER_INIT, seed: int = 0) -> DisWOTReference:
+    """The DisWOT reference of a teacher on the first probe batch, computed once.
+
+    ``init``: compare with the trained teacher or with a seeded random re-initialisation of its
+    architecture (the DisWOT authors' protocol; the checkpoint is then only checked to exist).
+    """
     from teachers import create_teacher
 
     path = require_file(checkpoint, "--teacher-checkpoint", "a trained teacher's weights, e.g. ../shared/data/teachers/cifar10_resnet56.th")
     teacher = create_teacher(spec, checkpoint=str(path), num_classes=num_classes)
     teacher.requires_grad_(False).eval()
-    return DisWOTReference.from_teacher(teacher, batch)
+    return DisWOTReference.from_teacher(teacher, batch, init=init, seed=seed)
 
 
 # --------------------------------------------------------------------------- scoring

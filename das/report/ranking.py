@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 from scipy import stats
@@ -94,3 +95,46 @@ def rank_correlation(scores: Sequence[float] | np.ndarray, truth: Sequence[float
     out["spearman"] = None if not np.isfinite(rho) else float(rho)
     out["kendall"] = None if not np.isfinite(tau) else float(tau)
     return out
+
+
+def partial_rank_correlation(
+    scores: Sequence[float] | np.ndarray, truth: Sequence[float] | np.ndarray, control: Sequence[float] | np.ndarray
+) -> dict[str, float | int | None]:
+    """Spearman ρ of ``scores`` with ``truth`` once ``control`` (e.g. log params) is held fixed.
+
+    Size decides most of a network's accuracy, so a proxy that only tracks size reaches a high
+    plain ρ. The partial rank correlation asks what a proxy knows beyond size: with Spearman
+    coefficients r between the three rank columns,
+    ``ρ_xy·z = (r_xy − r_xz r_yz) / √((1 − r_xz²)(1 − r_yz²))``; a proxy that is a function of
+    the control alone scores 0. Non-finite rows are left out; ``None`` where undefined.
+    """
+    x, y, z = (np.asarray(v, dtype=float) for v in (scores, truth, control))
+    if not x.shape == y.shape == z.shape:
+        raise DasError(f"{len(x)} scores, {len(y)} accuracies and {len(z)} controls must pair up one to one")
+    keep = np.isfinite(x) & np.isfinite(y) & np.isfinite(z)
+    out: dict[str, float | int | None] = {"spearman": None, "n": int(keep.sum())}
+    r_xy, r_xz, r_yz = (rank_correlation(a[keep], b[keep])["spearman"] for a, b in ((x, y), (x, z), (y, z)))
+    if r_xy is None or r_xz is None or r_yz is None:
+        return out
+    denominator = math.sqrt(max(0.0, (1 - r_xz**2) * (1 - r_yz**2)))
+    if denominator < 1e-12:  # the score (or the truth) is a monotone function of the control
+        out["spearman"] = 0.0 if abs(r_xz) > 1 - 1e-12 else None
+        return out
+    out["spearman"] = float((r_xy - r_xz * r_yz) / denominator)
+    return out
+
+
+def within_bins_correlation(
+    scores: Sequence[float] | np.ndarray, truth: Sequence[float] | np.ndarray, control: Sequence[float] | np.ndarray,
+    bins: int = 4,
+) -> dict[str, Any]:
+    """Spearman ρ inside each of ``bins`` equal-count bins of ``control`` (e.g. params quartiles).
+
+    What a user feels inside one size budget: ranking candidates of about the same size. Returns
+    the per-bin ρ (low to high control) and their mean over the bins where ρ is defined.
+    """
+    x, y, z = (np.asarray(v, dtype=float) for v in (scores, truth, control))
+    order = np.argsort(z, kind="stable")
+    per_bin = [rank_correlation(x[idx], y[idx])["spearman"] for idx in np.array_split(order, bins)]
+    defined = [r for r in per_bin if r is not None]
+    return {"per_bin": per_bin, "mean": float(np.mean(defined)) if defined else None, "bins": bins}

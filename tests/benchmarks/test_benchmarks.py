@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from pathlib import Path
@@ -14,6 +15,7 @@ from scipy import stats
 from benchmarks import naslib_agreement, nb201_correlation, proxy_speed
 from das.cli import guarded
 from das.report.ranking import average_ranks, log_rank_ensemble, rank_correlation
+from das.spaces import create_space
 from das.spaces.nb201 import to_naslib_tuple
 from tests.benchmarks.conftest import ARCHS, TINY, tiny_params
 
@@ -267,17 +269,56 @@ def test_population_proxies_are_refused_where_no_population_exists(fake_npz, tmp
     assert "population" in capsys.readouterr().err
 
 
-def test_diswot_bn_mode_ablation_scores_both_modes(fake_csv, fake_npz, tmp_path) -> None:
-    from benchmarks import diswot_bn_mode
+def test_diswot_variants_agree_with_score_and_cover_every_combination(fake_csv, fake_npz, tmp_path) -> None:
+    from benchmarks import diswot_variants
+    from das.proxies import DisWOTReference, score
+    from das.report.bench import load_probe
     from teachers import create_teacher
 
     teacher = tmp_path / "resnet20.th"
     torch.save({"state_dict": create_teacher("resnet20", num_classes=10).state_dict()}, teacher)
-    out = tmp_path / "bn.json"
+    out = tmp_path / "variants.json"
     argv = ["--accuracy-csv", str(fake_csv), "--data", str(fake_npz), "--num-archs", "4", "--teacher", "resnet20",
-            "--teacher-checkpoint", str(teacher), "--out", str(out)]
-    assert diswot_bn_mode.main(argv) == 0
+            "--teacher-checkpoint", str(teacher), "--out", str(out), *TINY]
+    assert diswot_variants.main(argv) == 0
     result = json.loads(out.read_text())
-    assert set(result["results"]) == {"train_mode_bn", "eval_mode_bn"}
-    wrapped = diswot_bn_mode.EvalModeBN(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), torch.nn.BatchNorm2d(4))).train()
-    assert wrapped.training and not wrapped.student[1].training and wrapped.student[0].training
+    assert set(result["results"]) == set(diswot_variants.COLUMNS) and result["archs"] == 4
+    # the train-mode, random-teacher column is exactly what score() gives the search
+    with out.with_suffix(".scores.csv").open() as f:
+        row = next(csv.DictReader(line for line in f if not line.startswith("#")))
+    batch = load_probe(fake_npz, 64, 1, 0)[0]
+    torch.manual_seed(0)
+    student = create_space("nb201", C=4, N=1).spec(arch=row["arch"]).build(10)
+    net = create_teacher("resnet20", checkpoint=str(teacher), num_classes=10)
+    for init in ("random", "trained"):
+        ref = DisWOTReference.from_teacher(net, batch, init=init, seed=0)
+        expected = score(student, [batch], ["diswot"], teacher=ref, seed=0)["diswot"]
+        assert float(row[f"diswot@teacher_{init}/bn_train"]) == pytest.approx(expected, rel=1e-9)
+    assert guarded(diswot_variants.main, argv) == 1  # a finished run is not overwritten without --resume
+    assert guarded(diswot_variants.main, [*argv, "--resume"]) == 0
+
+
+def test_partial_rank_correlation_equals_the_correlation_of_rank_residuals() -> None:
+    from das.report.ranking import partial_rank_correlation
+
+    rng = np.random.default_rng(1)
+    size = rng.normal(size=200)
+    accuracy = size + rng.normal(size=200)
+    score = 0.5 * size + rng.normal(size=200)
+    ranks = [stats.rankdata(v) for v in (score, accuracy, size)]
+    design = np.column_stack([np.ones(200), ranks[2]])
+    residual = [r - design @ np.linalg.lstsq(design, r, rcond=None)[0] for r in ranks[:2]]
+    expected = np.corrcoef(*residual)[0, 1]
+    assert partial_rank_correlation(score, accuracy, size)["spearman"] == pytest.approx(expected, rel=1e-9)
+    # a score that only tracks size knows nothing beyond it
+    assert partial_rank_correlation(np.exp(size), accuracy, size)["spearman"] == 0.0
+
+
+def test_within_bins_ranks_inside_each_size_quartile() -> None:
+    from das.report.ranking import within_bins_correlation
+
+    size = np.arange(8.0)
+    accuracy = np.array([2, 1, 4, 3, 6, 5, 8, 7.0])  # inside each pair of sizes the smaller is better
+    result = within_bins_correlation(-size, accuracy, size, bins=4)
+    assert result["per_bin"] == pytest.approx([1.0] * 4) and result["mean"] == pytest.approx(1.0)
+    assert rank_correlation(-size, accuracy)["spearman"] < 0  # while across sizes it is wrong

@@ -43,8 +43,11 @@ from das.proxies import TEACHER_INITS, DisWOTReference
 from das.proxies.context import capture, seeded
 from das.proxies.diswot import relation_distance, semantic_distance
 from das.proxies.state import preserved
-from das.report.bench import ScoredArch, ScoresFile, code_version, load_probe, machine_info, now_iso, set_threads, teacher_reference, write_json
+from das.report.inputs import load_probe, teacher_reference
+from das.report.output import write_json
+from das.report.provenance import code_version, machine_info, now_iso, set_threads
 from das.report.ranking import partial_rank_correlation, rank_correlation, within_bins_correlation
+from das.report.scores_file import ScoredArch, ScoresFile
 from das.spaces import create_space
 from das.stats import count_params
 

@@ -44,25 +44,12 @@ from das.cli import guarded
 from das.errors import DasError
 from das.paths import shared_data_dir
 from das.proxies import PROXIES
-from das.report.bench import (
-    ScoresFile,
-    batches_needed,
-    code_version,
-    failure_summary,
-    fmt,
-    load_probe,
-    machine_info,
-    now_iso,
-    print_table,
-    require_file,
-    resolve_proxies,
-    score_archs,
-    set_threads,
-    supports_fused,
-    teacher_reference,
-    write_json,
-)
+from das.report.inputs import batches_needed, load_probe, require_file, resolve_proxies, teacher_reference
+from das.report.output import fmt, print_table, write_json
+from das.report.provenance import code_version, machine_info, now_iso, set_threads
 from das.report.ranking import rank_correlation
+from das.report.scores_file import ScoresFile
+from das.report.scoring import failure_summary, score_archs, supports_fused
 from das.spaces import create_space
 from das.spaces.nb201 import from_naslib_tuple
 from benchmarks.nb201_correlation import ACCURACY_COLUMNS, read_accuracy_csv

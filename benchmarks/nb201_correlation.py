@@ -61,26 +61,12 @@ from das.cli import guarded
 from das.errors import DasError
 from das.paths import shared_data_dir
 from das.proxies import DEFAULT_TEACHER_INIT, ENSEMBLE_MEMBERS, PROXIES, TEACHER_INITS, EnsembleReference
-from das.report.bench import (
-    ScoredArch,
-    ScoresFile,
-    batches_needed,
-    code_version,
-    failure_summary,
-    fmt,
-    load_probe,
-    machine_info,
-    now_iso,
-    print_table,
-    require_file,
-    resolve_proxies,
-    score_archs,
-    set_threads,
-    supports_fused,
-    teacher_reference,
-    write_json,
-)
+from das.report.inputs import batches_needed, load_probe, require_file, resolve_proxies, teacher_reference
+from das.report.output import fmt, print_table, write_json
+from das.report.provenance import code_version, machine_info, now_iso, set_threads
 from das.report.ranking import ensemble_name, log_rank_ensemble, rank_correlation
+from das.report.scores_file import ScoredArch, ScoresFile
+from das.report.scoring import failure_summary, score_archs, supports_fused
 from das.spaces import create_space
 
 ACCURACY_COLUMNS: tuple[str, ...] = ("cifar10_test_acc", "cifar100_test_acc", "imagenet16_120_test_acc")

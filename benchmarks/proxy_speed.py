@@ -43,21 +43,10 @@ from das.cli import guarded
 from das.errors import DasError
 from das.paths import shared_data_dir
 from das.proxies import PROXIES, score
-from das.report.bench import (
-    batches_needed,
-    code_version,
-    fmt,
-    load_probe,
-    machine_info,
-    now_iso,
-    print_table,
-    resolve_proxies,
-    score_options,
-    set_threads,
-    supports_fused,
-    teacher_reference,
-    write_json,
-)
+from das.report.inputs import batches_needed, load_probe, resolve_proxies, teacher_reference
+from das.report.output import fmt, print_table, write_json
+from das.report.provenance import code_version, machine_info, now_iso, set_threads
+from das.report.scoring import score_options, supports_fused
 from das.spaces import create_space
 from das.spaces.nb201 import OPS, arch_string
 

@@ -169,7 +169,7 @@ def test_report_only_adds_ensembles_without_scoring(fake_csv, fake_npz, flaky, r
 
 
 def test_a_second_writer_is_refused_while_a_run_holds_the_scores_file(fake_csv, fake_npz, flaky, tmp_path, capsys) -> None:
-    from das.report.bench import ScoresFile
+    from das.report.scores_file import ScoresFile
 
     out = tmp_path / "o.json"
     run_correlation(fake_csv, fake_npz, out, "bench_count", num_archs=2)
@@ -272,7 +272,7 @@ def test_population_proxies_are_refused_where_no_population_exists(fake_npz, tmp
 def test_diswot_variants_agree_with_score_and_cover_every_combination(fake_csv, fake_npz, tmp_path) -> None:
     from benchmarks import diswot_variants
     from das.proxies import DisWOTReference, score
-    from das.report.bench import load_probe
+    from das.report.inputs import load_probe
     from teachers import create_teacher
 
     teacher = tmp_path / "resnet20.th"

@@ -63,16 +63,18 @@ class Objective:
         key = self.space.canonical(spec)
         if key in self.seen:
             return self.seen[key]
-        torch.manual_seed(self.seed)  # the same arch always starts from the same weights
-        model = spec.build(self.num_classes).to(self.device)
-        candidate = Candidate(
-            spec,
-            count_params(model),
-            count_flops(model, self.input_shape),
-            score(model, self.batches, self.proxies, teacher=self.teacher, reference=self.reference, seed=self.seed),
-        )
+        model = self.build(spec)
+        candidate = Candidate(spec, count_params(model), count_flops(model, self.input_shape), self.score(model, self.proxies))
         self.seen[key] = candidate
         return candidate
+
+    def build(self, spec: ArchSpec) -> torch.nn.Module:
+        torch.manual_seed(self.seed)  # the same arch always starts from the same weights
+        return spec.build(self.num_classes).to(self.device)
+
+    def score(self, model: torch.nn.Module, proxies: list[str]) -> dict[str, float]:
+        """``proxies`` of ``model`` on the study's probe batches (a subset scores as in the full set)."""
+        return score(model, self.batches, proxies, teacher=self.teacher, reference=self.reference, seed=self.seed)
 
     def __call__(self, trial: optuna.Trial) -> float:
         spec = self.space.suggest(trial)

@@ -12,9 +12,25 @@ import optuna
 from das.spec import ArchSpec
 
 
+#: Study user attrs ``RESCORED + arch JSON`` hold proxies computed after the arch's trial
+#: finished (a resumed study that reports more proxies); a finished trial cannot be changed.
+RESCORED = "scores of "
+
+
+def rescored(study: optuna.Study) -> dict[str, dict[str, float]]:
+    """Arch JSON -> the scores computed for it after its trial, from the study's user attrs."""
+    return {key[len(RESCORED):]: value for key, value in study.user_attrs.items() if key.startswith(RESCORED)}
+
+
+def trial_scores(attrs: dict[str, Any], extra: dict[str, dict[str, float]]) -> dict[str, float]:
+    """A trial's scores with those computed later for its architecture."""
+    return {**extra.get(attrs["arch"], {}), **attrs["scores"]}
+
+
 def leaderboard(study: optuna.Study, proxies: list[str]) -> list[dict[str, Any]]:
     """One row per distinct architecture scored, best first; over-budget ones last."""
     rows: dict[str, dict[str, Any]] = {}
+    extra = rescored(study)
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
         attrs = trial.user_attrs
         if "arch" not in attrs or attrs["arch"] in rows:
@@ -24,7 +40,7 @@ def leaderboard(study: optuna.Study, proxies: list[str]) -> list[dict[str, Any]]
         rows[attrs["arch"]] = {
             "trial": trial.number,
             "arch": str(spec),
-            **{name: attrs["scores"].get(name) for name in proxies},
+            **{name: trial_scores(attrs, extra).get(name) for name in proxies},
             "params": attrs["params"],
             "flops": attrs["flops"],
             "feasible": feasible,

@@ -1,28 +1,38 @@
-"""Run a search end to end: teacher → probe batches → Optuna study → result files."""
+"""Run a search end to end: checks → teacher → probe batches → Optuna study → result files.
+
+Everything a user can get wrong is checked before the first long step (teacher training, the
+ensemble's reference population, the trials), and the run directory's settings are stored only
+once all of it has passed, so a typo never leaves a run directory that refuses the corrected
+command.
+"""
 
 from __future__ import annotations
 
+import inspect
 import json
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import optuna
 import torch
 from tqdm.auto import tqdm
 
 from das.data import DasDataModule, probe_batches
-from das.errors import DasError
+from das.errors import DasError, close_matches_hint
+from das.evaluate import top1_accuracy
 from das.proxies import PROXIES
 from das.proxies.diswot import DisWOTReference
 from das.search.config import BudgetConfig, SpaceConfig, StudyConfig, TeacherConfig
 from das.search.objective import Candidate, Objective
-from das.search.reference import load_or_build_reference
-from das.search.results import leaderboard, plot_scores, write_best, write_leaderboard
-from das.search.study import make_storage, open_study
-from das.search.teacher import prepare_teacher
-from das.spaces import create_space
+from das.search.reference import load_or_build_reference, random_members
+from das.search.results import RESCORED, leaderboard, plot_scores, rescored, trial_scores, write_best, write_leaderboard
+from das.search.study import COUNTED, FINISHED, Quota, count, make_storage, open_study, release_dead_trials
+from das.search.teacher import check_teacher, prepare_teacher
+from das.spaces import SPACES, SearchSpace
 from das.spec import ArchSpec
-from das.stats import count_params
+from das.stats import count_flops, count_params
 
 
 def resolve_device(device: str) -> torch.device:
@@ -50,39 +60,27 @@ def run_search(
     """Search ``space`` for the student that best matches ``teacher``; return a summary."""
     started = time.perf_counter()
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     proxies = [study.objective, *[p for p in study.report if p != study.objective]]
-    for name in proxies:
-        PROXIES.get(name)
-    needed = max(PROXIES.get(name).min_batches for name in proxies)
-    if study.probe_batches < needed:
-        hungry = [n for n in proxies if PROXIES.get(n).min_batches > study.probe_batches]
-        raise DasError(f"study.probe_batches={study.probe_batches} but {hungry} need {needed}; set --study.probe_batches {needed}")
-    needs_reference = any(PROXIES.get(name).needs_reference for name in proxies)
+    needs_reference = _check_study(study, proxies)
+    search_space, space_args = make_space(space)
     dev = resolve_device(device)
-    search_space = create_space(space.name, **space.args)
+    _check_writable(run_dir)
+    optuna_study = open_study(make_storage(study.storage, run_dir), study.study_name, study.sampler, study.seed)
+    settings = score_settings(data, teacher, space.name, space_args, budget, study, needs_reference)
+    _check_same_settings(optuna_study, settings)
 
     data.setup("fit")
     num_classes = data.num_classes
     batches = [(x.to(dev), y.to(dev)) for x, y in probe_batches(data, study.probe_batch_size, study.probe_batches, study.seed)]
     input_shape = tuple(batches[0][0].shape[1:])
-    _check_budget_reachable(search_space, budget, num_classes)
+    sample = batches[0][0][:2].cpu()
+    _check_space_runs(search_space, space.name, space_args, num_classes, sample, data.hparams.get("image_size"))
+    _check_budget_reachable(search_space, space.name, budget, num_classes, input_shape)
+    loaded = check_teacher(teacher, num_classes, sample)
 
-    # Open the study before the (possibly long) teacher training so a bad sampler or storage fails at once.
-    optuna_study = open_study(make_storage(study.storage, run_dir), study.study_name, study.sampler, study.seed)
-    settings = {
-        "space": {"name": space.name, "args": dict(space.args)},
-        "objective": study.objective,
-        "teacher": {"spec": teacher.spec, "checkpoint": teacher.checkpoint},
-        "data": {k: data.hparams.get(k) for k in ("dataset", "root", "image_size", "mean", "std", "train_file")},
-        "probe": {"batch_size": study.probe_batch_size, "batches": study.probe_batches, "seed": study.seed},
-        "budget": {"max_params": budget.max_params, "max_flops": budget.max_flops},
-    }
-    if needs_reference:
-        settings["ensemble_reference_size"] = study.reference_size
-    _check_same_settings(optuna_study, settings)
-    teacher_model, teacher_ckpt = prepare_teacher(teacher, data, num_classes, input_shape, run_dir, log, seed=study.seed)
+    teacher_model, teacher_ckpt = prepare_teacher(teacher, data, num_classes, input_shape, run_dir, log, seed=study.seed, loaded=loaded)
     teacher_model.to(dev)
+    teacher_acc = _teacher_accuracy(optuna_study, teacher, teacher_model, teacher_ckpt, data, dev, log)
     needs_teacher = any(PROXIES.get(p).needs_teacher for p in proxies)
     reference = DisWOTReference.from_teacher(teacher_model, batches[0]) if needs_teacher else None
 
@@ -93,14 +91,22 @@ def run_search(
             device=dev, size=study.reference_size, seed=study.seed, teacher=reference,
         )
     objective = Objective(search_space, batches, reference, proxies, budget, num_classes, input_shape, dev, study.seed, ensemble_reference)
-    _remember_scored(optuna_study, objective, search_space)
-    done = len([t for t in optuna_study.trials if t.state.is_finished()])
-    remaining = max(0, study.trials - done)
+    _remember_scored(optuna_study, objective, search_space, log)
+    _store_settings(optuna_study, settings)
+
+    released = release_dead_trials(optuna_study)
+    if released:
+        log(f"search: {released} trial(s) of a process that died are not counted")
+    done = count(optuna_study, FINISHED)
+    remaining = max(0, study.trials - count(optuna_study, COUNTED))
     if done:
         log(f"search: resuming study {study.study_name!r} with {done} finished trials, {remaining} to go")
+    quota = Quota(objective, study.trials)
     interrupted = False
     with tqdm(total=study.trials, initial=min(done, study.trials), desc="search", unit="trial") as bar:
-        def progress(st, _trial) -> None:
+        def progress(st, trial) -> None:
+            if trial.state == optuna.trial.TrialState.PRUNED:  # surplus or interrupted: not counted
+                return
             bar.update(1)
             try:
                 bar.set_postfix({study.objective: f"{st.best_value:.4g}"})
@@ -109,15 +115,17 @@ def run_search(
 
         try:
             if remaining:
-                optuna_study.optimize(objective, n_trials=remaining, callbacks=[progress], catch=(FloatingPointError,))
-        except KeyboardInterrupt:
+                optuna_study.optimize(quota, n_trials=remaining, callbacks=[progress], catch=(FloatingPointError,))
+        except KeyboardInterrupt:  # between trials; inside one, the Quota catches it
             interrupted = True
+    interrupted = interrupted or quota.interrupted
 
     rows = leaderboard(optuna_study, proxies)
     write_leaderboard(rows, proxies, run_dir / "leaderboard.csv")
+    teacher_info = {"spec": teacher.spec, "checkpoint": teacher_ckpt, "test_acc": teacher_acc}
     context = {
         "proxy": study.objective,
-        "teacher": {"spec": teacher.spec, "checkpoint": teacher_ckpt},
+        "teacher": teacher_info,
         "data": {"dataset": data.hparams.get("dataset"), "num_classes": num_classes, "input_shape": list(input_shape)},
     }
     best = write_best(rows, run_dir / "best_arch.json", **context)
@@ -125,49 +133,231 @@ def run_search(
         plot_scores(rows, study.objective, run_dir / "scores.png")
     summary = {
         "run_dir": str(run_dir),
-        "trials_finished": len([t for t in optuna_study.trials if t.state.is_finished()]),
+        "trials_finished": count(optuna_study, FINISHED),
         "distinct_archs": len(rows),
         "best": None if best is None else {k: v for k, v in best.items() if k != "spec"},
+        "teacher": teacher_info,
         "teacher_checkpoint": teacher_ckpt,
+        "teacher_test_acc": teacher_acc,
         "interrupted": interrupted,
         "seconds": round(time.perf_counter() - started, 1),
     }
     (run_dir / "search_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if interrupted:
+        log("search: interrupted; results so far are written, rerun the same command to resume")
+        return summary
     if best is None:
         smallest = min((r["params"] for r in rows), default=None)
         raise DasError(f"no scored candidate is within the budget {budget}; the smallest seen has {smallest} params")
-    if interrupted:
-        log("search: interrupted; results so far are written, rerun the same command to resume")
     return summary
 
 
-def _check_budget_reachable(space, budget: BudgetConfig, num_classes: int) -> None:
-    """Fail before any work when even the space's smallest member is over the params budget."""
+# --------------------------------------------------------------------------- checks before any work
+
+
+def _check_study(study: StudyConfig, proxies: list[str]) -> bool:
+    """Refuse impossible study settings; return whether a proxy needs the ensemble's reference."""
+    if isinstance(study.trials, bool) or not isinstance(study.trials, int) or study.trials < 1:
+        raise DasError(f"study.trials={study.trials!r} must be a positive integer: the study's total trials (rerunning resumes up to it)")
+    for name in proxies:
+        PROXIES.get(name)
+    needed = max(PROXIES.get(name).min_batches for name in proxies)
+    if study.probe_batches < needed:
+        hungry = [n for n in proxies if PROXIES.get(n).min_batches > study.probe_batches]
+        raise DasError(f"study.probe_batches={study.probe_batches} but {hungry} need {needed}; set --study.probe_batches {needed}")
+    needs_reference = any(PROXIES.get(name).needs_reference for name in proxies)
+    if needs_reference and study.reference_size < 2:
+        raise DasError(f"study.reference_size={study.reference_size}; the ensemble's reference needs at least 2 architectures (100 is a good size)")
+    return needs_reference
+
+
+def make_space(cfg: SpaceConfig) -> tuple[SearchSpace, dict[str, Any]]:
+    """The search space and its full arguments (``space.args`` over the space's own defaults).
+
+    Unknown argument names are refused with the accepted ones; the full arguments are what the
+    run directory remembers, so ``{C: 16}`` and ``{C: 16, N: 5}`` count as the same space.
+    """
+    cls = SPACES.get(cfg.name)
+    args = dict(cfg.args or {})
+    params = [p for p in list(inspect.signature(cls.__init__).parameters.values())[1:]]
+    named = {p.name: p for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    if not any(p.kind == p.VAR_KEYWORD for p in params):
+        for key in args:
+            if key not in named:
+                hint = close_matches_hint(str(key), named)
+                hint = f"{hint} " if hint.startswith("did you mean") else ""
+                raise DasError(f"space.args has unknown key {key!r} for space {cfg.name!r}: {hint}accepted keys: {', '.join(named) or 'none'}")
+    full = {name: p.default for name, p in named.items() if p.default is not p.empty}
+    full.update(args)
+    return cls(**args), full
+
+
+def _check_writable(run_dir: Path) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=run_dir, prefix=".das-write-test-"):
+            pass
+    except OSError as err:
+        raise DasError(f"run_dir={str(run_dir)!r} is not writable ({err.strerror or err}); choose another --run_dir") from None
+
+
+def _runs(model: torch.nn.Module, x: torch.Tensor) -> str | None:
+    """None if ``model`` runs on ``x``, else why not."""
+    try:
+        with torch.no_grad():
+            model(x)
+    except (RuntimeError, ValueError) as err:
+        return " ".join(str(err).split())[:120]
+    return None
+
+
+def _check_space_runs(space: SearchSpace, name: str, args: dict[str, Any], num_classes: int, sample: torch.Tensor, image_size: int | None) -> None:
+    """Refuse images too small for the space's networks (say the smallest side that works)."""
+    spec = space.smallest() if hasattr(space, "smallest") else random_members(space, 0)()
+    model = spec.build(num_classes).eval()  # eval: BatchNorm of a 1×1 map on 2 images is not the question
+    why = _runs(model, sample)
+    if why is None:
+        return
+    c, h, w = sample.shape[1:]
+    least = next((s for s in range(max(h, w) + 1, 257) if _runs(model, sample.new_zeros(2, c, s, s)) is None), None)
+    need = f"they need at least {least}×{least}" if least else "no size up to 256 works"
+    raise DasError(
+        f"data.image_size={image_size} gives {h}×{w} images, too small for {name} students with {args} ({why}); "
+        f"{need}: raise data.image_size (null keeps the dataset's own size)"
+    )
+
+
+def _check_budget_reachable(space, name: str, budget: BudgetConfig, num_classes: int, input_shape: tuple[int, ...]) -> None:
+    """Fail before any work when even the space's smallest member is over the budget.
+
+    ``space.smallest()`` is the member with the fewest parameters; for nb201 (a cell of skips and
+    no convolutions) it has the fewest FLOPs too.
+    """
+    for key in ("max_params", "max_flops"):
+        value = getattr(budget, key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise DasError(f"budget.{key}={value!r} must be a positive integer, or null for no limit")
     smallest: ArchSpec | None = space.smallest() if hasattr(space, "smallest") else None
-    if smallest is None or budget.max_params is None:
+    if smallest is None or (budget.max_params is None and budget.max_flops is None):
         return
-    params = count_params(smallest.build(num_classes))
-    if params > budget.max_params:
-        raise DasError(f"max_params={budget.max_params} is below the smallest candidate of {space.name} ({smallest}: {params} params); raise the budget")
+    model = smallest.build(num_classes)
+    params = count_params(model)
+    if budget.max_params is not None and params > budget.max_params:
+        raise DasError(f"budget.max_params={budget.max_params} is below the smallest candidate of {name} ({smallest}: {params} params); raise the budget")
+    if budget.max_flops is not None:
+        flops = count_flops(model, input_shape)
+        if flops > budget.max_flops:
+            shape = "×".join(map(str, input_shape))
+            raise DasError(f"budget.max_flops={budget.max_flops} is below the smallest candidate of {name} ({smallest}: {flops} FLOPs on {shape} images); raise the budget")
 
 
-def _check_same_settings(optuna_study, settings: dict[str, Any]) -> None:
-    """Refuse to resume a study that was scored under other settings: its scores would not compare."""
-    settings = json.loads(json.dumps(settings))  # the form the storage gives back
-    stored = optuna_study.user_attrs.get("settings")
-    if stored is None:
-        optuna_study.set_user_attr("settings", settings)
-        return
-    changed = [key for key in settings if stored.get(key) != settings[key]]
+# --------------------------------------------------------------------------- resuming
+
+
+def score_settings(data: DasDataModule, teacher: TeacherConfig, space_name: str, space_args: dict[str, Any],
+                   budget: BudgetConfig, study: StudyConfig, needs_reference: bool) -> dict[str, Any]:
+    """Every setting that changes a stored score or whether it is within budget, as dotted keys.
+
+    A resumed study must have been scored under the same values: its old and new trials are
+    compared with each other. ``study.report`` is not here: proxies a resumed study reports anew
+    are computed for the stored candidates (see :func:`_remember_scored`).
+    """
+    h = data.hparams
+    settings: dict[str, Any] = {
+        "space": {"name": space_name, "args": space_args},
+        "objective": study.objective,
+        # The probe images: which ones (dataset, split, draw) and how they are seen.
+        "data": {k: h.get(k) for k in ("dataset", "root", "train_file", "image_size", "mean", "std", "val_fraction", "seed")},
+        # probe.seed also seeds every student's initial weights and the teacher's training.
+        "probe": {"batch_size": study.probe_batch_size, "batches": study.probe_batches, "seed": study.seed},
+        "budget": {"max_params": budget.max_params, "max_flops": budget.max_flops},
+        # What the teacher is. A setting that changes its features (e.g. how it is initialised)
+        # belongs in this dict.
+        "teacher": {"spec": teacher.spec, "checkpoint": teacher.checkpoint},
+    }
+    if teacher.checkpoint is None:  # trained in the run directory: its recipe makes its weights
+        settings["teacher"].update(epochs=teacher.epochs, lr=teacher.lr, augment=list(data.augment), batch_size=h.get("batch_size"))
+    if needs_reference:
+        settings["ensemble_reference_size"] = study.reference_size
+    return _flat(json.loads(json.dumps(settings)))  # the form the storage gives back
+
+
+def _flat(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in settings.items():
+        if isinstance(value, dict) and value:
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def _check_same_settings(optuna_study: optuna.Study, settings: dict[str, Any]) -> None:
+    """Refuse to resume a study that was scored under other settings: its scores would not compare.
+
+    Settings the run directory has not stored (a run of an older das, an option the search did
+    not use then) are taken as they are now.
+    """
+    stored = _flat(optuna_study.user_attrs.get("settings") or {})
+    changed = [key for key in settings if key in stored and stored[key] != settings[key]]
     if changed:
-        diff = "; ".join(f"{k}: was {stored.get(k)}, now {settings[k]}" for k in changed)
+        diff = "; ".join(f"{k}: was {stored[k]!r}, now {settings[k]!r}" for k in changed)
         raise DasError(f"study {optuna_study.study_name!r} in this run_dir was run with other settings ({diff}); use a new --run_dir or the original settings")
 
 
-def _remember_scored(optuna_study, objective: Objective, space) -> None:
-    """On resume, reuse the scores of architectures already evaluated."""
+def _store_settings(optuna_study: optuna.Study, settings: dict[str, Any]) -> None:
+    """Remember the settings, only once the run is known to be valid (a typo must not stick)."""
+    stored = _flat(optuna_study.user_attrs.get("settings") or {})
+    if {**stored, **settings} != stored:
+        optuna_study.set_user_attr("settings", {**stored, **settings})
+
+
+def _teacher_accuracy(optuna_study: optuna.Study, cfg: TeacherConfig, model: torch.nn.Module, checkpoint: str,
+                      data: DasDataModule, device: torch.device, log) -> float:
+    """Top-1 accuracy (%) on the data module's test split, the split train.py tests students on.
+
+    Measured once per teacher file and kept in the study, so a resume does not pay for it again.
+    """
+    path = Path(checkpoint)
+    key = f"{path.resolve()}|{path.stat().st_size}|{path.stat().st_mtime_ns}" if path.is_file() else checkpoint
+    cached = optuna_study.user_attrs.get("teacher_test_acc")
+    if isinstance(cached, dict) and cached.get("teacher") == key:
+        acc = cached["acc"]
+    else:
+        acc = top1_accuracy(model, data.test_dataloader(), device)
+        optuna_study.set_user_attr("teacher_test_acc", {"teacher": key, "acc": acc})
+    log(f"teacher: {cfg.spec} {acc:.2f}% top-1 on the {len(data.subset('test'))} held-out test images (the split train.py tests students on)")
+    return acc
+
+
+def _remember_scored(optuna_study: optuna.Study, objective: Objective, space: SearchSpace, log=print) -> None:
+    """On resume, reuse the scores of architectures already evaluated, and add missing proxies.
+
+    A study resumed with more proxies in ``study.report`` scores only those on its stored
+    candidates (same seed, same probe batches, so the same values a fresh study gets) and keeps
+    them in the study, so every leaderboard row is complete.
+    """
+    extra = rescored(optuna_study)
+    archs: dict[str, set[str]] = {}
     for trial in optuna_study.get_trials(deepcopy=False):
         attrs = trial.user_attrs
-        if "arch" in attrs and "scores" in attrs:
-            spec = ArchSpec.from_json(attrs["arch"])
-            objective.seen.setdefault(space.canonical(spec), Candidate(spec, attrs["params"], attrs["flops"], attrs["scores"]))
+        if "arch" not in attrs or "scores" not in attrs:
+            continue
+        spec = ArchSpec.from_json(attrs["arch"])
+        key = space.canonical(spec)
+        archs.setdefault(key, set()).add(attrs["arch"])
+        candidate = objective.seen.setdefault(key, Candidate(spec, attrs["params"], attrs["flops"], {}))
+        for name, value in trial_scores(attrs, extra).items():
+            candidate.scores.setdefault(name, value)
+    todo = {key: [p for p in objective.proxies if p not in c.scores] for key, c in objective.seen.items()}
+    todo = {key: missing for key, missing in todo.items() if missing}
+    if not todo:
+        return
+    names = sorted({p for missing in todo.values() for p in missing})
+    log(f"search: scoring {', '.join(names)} for {len(todo)} architecture(s) stored before they were reported")
+    for key, missing in tqdm(todo.items(), desc="rescore", unit="arch"):
+        candidate = objective.seen[key]
+        new = objective.score(objective.build(candidate.spec), missing)
+        candidate.scores.update(new)
+        for arch in archs[key]:
+            optuna_study.set_user_attr(RESCORED + arch, {**extra.get(arch, {}), **new})

@@ -1,16 +1,47 @@
-"""Create or resume the Optuna study behind a search."""
+"""Create or resume the Optuna study behind a search, shared safely by any number of processes.
+
+Three things make a run directory safe to share and to kill:
+
+- the journal file is locked with ``flock`` on an absolute path, so a process killed while it
+  holds the lock (even ``kill -9``) releases it with its file descriptors and the next process
+  goes on at once (Optuna's default symlink lock, given a relative path, leaves a dangling link
+  whose stale-lock timeout never fires, and the rerun spins forever);
+- :class:`Quota` keeps the study at ``study.trials`` counted trials however many processes join:
+  Optuna numbers trials atomically, so a trial that finds ``total`` counted trials numbered
+  before it stops its process instead of running;
+- :func:`release_dead_trials` stops counting a trial whose process died while it ran (a journal
+  file has no heartbeat; an RDB storage gets Optuna's heartbeat as well).
+
+Trials that do not count (one made surplus by another process, one whose process died, one cut
+short by Ctrl-C) are recorded as PRUNED: das never prunes otherwise.
+"""
 
 from __future__ import annotations
 
+import os
+import re
+import socket
+import threading
+import warnings
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import optuna
 from optuna.storages import JournalStorage
-from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
+from optuna.trial import TrialState
 
 from das.errors import DasError
 
 SAMPLERS = ("tpe", "random")
+
+#: Trials that count towards ``study.trials``: finished, or running in a live process.
+COUNTED = (TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING)
+#: Trials that finished (a FAIL is a candidate whose score was not finite).
+FINISHED = (TrialState.COMPLETE, TrialState.FAIL)
+
+STORAGE_FORMS = "a journal file (PATH.journal or PATH.log) or an RDB URL such as postgresql://USER:PASSWORD@HOST/DB or sqlite:///FILE.db"
 
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
@@ -23,21 +54,102 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     raise DasError(f"unknown sampler {name!r}: accepted {', '.join(SAMPLERS)}")
 
 
-def make_storage(storage: str | None, run_dir: Path) -> optuna.storages.BaseStorage | str:
-    """A journal file in the run directory unless a storage URL is given.
+class FlockLock:
+    """An exclusive ``flock`` on ``PATH.flock``: the kernel releases it when its process dies.
+
+    It has the journal lock interface (``acquire``, ``release``) that JournalFileBackend calls;
+    Optuna exports no base class for it.
+
+    Optuna's file locks are files that a killed process leaves behind; they are broken only after
+    a grace period. A flock cannot go stale, so nobody ever waits for a dead process.
+    """
+
+    def __init__(self, journal_path: str) -> None:
+        self._path = journal_path + ".flock"
+        self._fd: int | None = None
+        self._thread_lock = threading.Lock()  # flock is per open file; serialise this process's threads too
+
+    def acquire(self) -> bool:
+        import fcntl
+
+        self._thread_lock.acquire()
+        try:
+            fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except BaseException:
+            self._thread_lock.release()
+            raise
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        import fcntl
+
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+        self._thread_lock.release()
+
+
+def journal_storage(path: str | Path) -> JournalStorage:
+    """A journal file storage at an absolute ``path``, locked with flock (or, without fcntl, a 10 s grace lock)."""
+    path = os.path.abspath(path)
+    try:
+        import fcntl  # noqa: F401  (POSIX only)
+
+        lock = FlockLock(path)
+    except ImportError:
+        lock = JournalFileOpenLock(path, grace_period=10)  # type: ignore[assignment]  # appends take milliseconds; 10 s means its holder died
+    return JournalStorage(JournalFileBackend(path, lock_obj=lock))  # type: ignore[arg-type]
+
+
+def _split_password(url: str) -> tuple[str, str | None]:
+    """``url`` with its password (``[scheme://]user:PASSWORD@host...``) replaced by ***, and the password."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = "", url
+    userinfo, at, host = rest.rpartition("@")
+    if not at or ":" not in userinfo:
+        return url, None
+    user, _, password = userinfo.partition(":")
+    return f"{scheme}{sep}{user}:***@{host}", password or None
+
+
+def hide_password(url: str) -> str:
+    """``url`` with its password replaced by ***: a password never appears in a message."""
+    return _split_password(url)[0]
+
+
+def make_storage(storage: str | None, run_dir: Path) -> optuna.storages.BaseStorage:
+    """A journal file in the run directory unless a storage is given.
 
     A journal file is safe for several worker processes on one machine (SQLite is not); an RDB
-    URL such as PostgreSQL serves workers on several machines.
+    URL such as PostgreSQL serves workers on several machines, with Optuna's heartbeat failing
+    the trials of a worker that died.
     """
     if storage is None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(str(run_dir / "study.journal")))
-    if storage.endswith((".journal", ".log")):
-        return JournalStorage(JournalFileBackend(storage))
-    return storage
+        return journal_storage(run_dir / "study.journal")
+    if storage.endswith((".journal", ".log")) and "://" not in storage:
+        Path(storage).parent.mkdir(parents=True, exist_ok=True)
+        return journal_storage(storage)
+    shown = hide_password(storage)
+    scheme = storage.partition("://")[0]
+    if "://" not in storage or not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme):
+        raise DasError(f"study.storage={shown!r} is neither a journal file nor a database URL; accepted: {STORAGE_FORMS}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
+            return optuna.storages.RDBStorage(storage, heartbeat_interval=60, grace_period=180)
+    except Exception as err:  # sqlalchemy and DB drivers raise many types; all mean "cannot use this URL"
+        reason = " ".join(str(err).split("\n")[0].split())
+        password = _split_password(storage)[1]
+        if password:
+            reason = reason.replace(password, "***")
+        raise DasError(f"cannot open study.storage={shown!r} ({type(err).__name__}: {reason}); accepted: {STORAGE_FORMS}") from None
 
 
-def open_study(storage: optuna.storages.BaseStorage | str, name: str, sampler: str, seed: int) -> optuna.Study:
+def open_study(storage: optuna.storages.BaseStorage, name: str, sampler: str, seed: int) -> optuna.Study:
     """Create the study, or load it if it exists, so rerunning the same command resumes."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
@@ -45,5 +157,82 @@ def open_study(storage: optuna.storages.BaseStorage | str, name: str, sampler: s
             storage=storage, study_name=name, sampler=make_sampler(sampler, seed),
             direction="maximize", load_if_exists=True,
         )
-    except (ValueError, ImportError, RuntimeError) as err:
-        raise DasError(f"cannot open study {name!r} in storage {storage!r}: {err}") from None
+    except (ValueError, RuntimeError) as err:
+        raise DasError(f"cannot open study {name!r}: {err}") from None
+
+
+# --------------------------------------------------------------------------- sharing the study
+
+
+def worker_id() -> str:
+    """This process, as ``host:pid``; stored on each trial so a later run can tell if it died."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _alive(worker: str) -> bool:
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname():
+        return True  # another machine's worker: its storage's heartbeat (RDB) has to judge
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError):
+        return True
+    return True
+
+
+def release_dead_trials(study: optuna.Study, untagged_after: timedelta = timedelta(minutes=1)) -> int:
+    """Stop counting RUNNING trials whose process has died; return how many.
+
+    A trial is tagged with its worker right after it starts; one with no tag long after its start
+    lost its process in between.
+    """
+    released = 0
+    now = datetime.now()
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = trial.user_attrs.get("worker")
+        dead = (not _alive(worker)) if worker else (trial.datetime_start is not None and now - trial.datetime_start > untagged_after)
+        if dead:
+            try:
+                study.tell(trial.number, state=TrialState.PRUNED)
+                released += 1
+            except (ValueError, RuntimeError):  # finished meanwhile
+                pass
+    return released
+
+
+def count(study: optuna.Study, states: tuple[TrialState, ...] = COUNTED) -> int:
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
+class Quota:
+    """Wrap an objective so the study never holds more than ``total`` counted trials.
+
+    Every process sharing the study checks, at the start of each of its trials, how many counted
+    trials are numbered before it; trial numbers are given out atomically by the storage, so
+    exactly the first ``total`` run, whatever the number of processes. A surplus trial stops its
+    process and is recorded as PRUNED (not counted). Ctrl-C inside a trial does the same and
+    sets ``interrupted``, so the interrupted trial is not counted either.
+    """
+
+    def __init__(self, objective: Callable[[optuna.Trial], float], total: int) -> None:
+        self.objective = objective
+        self.total = total
+        self.interrupted = False
+        self.ran = 0
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        trial.set_user_attr("worker", worker_id())
+        ahead = sum(1 for t in trial.study.get_trials(deepcopy=False, states=COUNTED) if t.number < trial.number)
+        if ahead >= self.total:
+            trial.study.stop()
+            raise optuna.TrialPruned("the study already has its trials")
+        try:
+            value = self.objective(trial)
+        except KeyboardInterrupt:
+            self.interrupted = True
+            trial.study.stop()
+            raise optuna.TrialPruned("interrupted") from None
+        self.ran += 1
+        return value

@@ -1,43 +1,103 @@
-"""Get the search's teacher: from a given checkpoint, or trained once and reused."""
+"""Get the search's teacher: checked first, then from a given checkpoint or trained once and reused."""
 
 from __future__ import annotations
 
+import signal
+from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
+import torch
 from torch import nn
 
 from das.distill.fit import export_student, fit_and_test, last_checkpoint, make_trainer
 from das.distill.module import DistillModule
+from das.errors import DasError
 from das.search.config import TeacherConfig
 from teachers import create_teacher
 
 
+def check_teacher(cfg: TeacherConfig, num_classes: int, sample: torch.Tensor) -> nn.Module | None:
+    """Fail in one line, before any training, on a teacher that cannot be used.
+
+    Builds the teacher (an unknown spec fails here), loads ``cfg.checkpoint`` strictly when one
+    is given, and runs it on ``sample`` (a few probe images) so images too small for it fail now
+    rather than after an hour. Returns the loaded teacher when there is a checkpoint.
+    """
+    teacher = create_teacher(cfg.spec, checkpoint=cfg.checkpoint, num_classes=num_classes)
+    teacher.eval()
+    try:
+        with torch.no_grad():
+            out = teacher(sample.cpu())
+    except (RuntimeError, ValueError) as err:
+        shape = "×".join(str(s) for s in sample.shape[1:])
+        raise DasError(
+            f"teacher {cfg.spec!r} cannot run on the {shape} probe images ({' '.join(str(err).split())[:160]}); "
+            "raise data.image_size or leave it null for the dataset's own size"
+        ) from None
+    if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[1] != num_classes:
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise DasError(f"teacher {cfg.spec!r} returns {got} for a batch; it must return logits of shape (batch, {num_classes})")
+    return teacher if cfg.checkpoint is not None else None
+
+
+@contextmanager
+def _exclusive(path: Path):
+    """Hold an flock on ``path`` (released by the kernel if this process dies); a no-op without fcntl."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
 def prepare_teacher(cfg: TeacherConfig, datamodule: L.LightningDataModule, num_classes: int,
-                    input_size: tuple[int, int, int], run_dir: Path, log=print, seed: int = 0) -> tuple[nn.Module, str]:
+                    input_size: tuple[int, int, int], run_dir: Path, log=print, seed: int = 0,
+                    loaded: nn.Module | None = None) -> tuple[nn.Module, str]:
     """Return the teacher (eval mode, frozen) and the checkpoint path it was loaded from.
 
     Without ``cfg.checkpoint`` the teacher is trained with the same Lightning code that distils
     students, saved as ``RUN_DIR/teacher/teacher.pt`` and reused by every later run; an
     interrupted training resumes from its ``last.ckpt``. The training is seeded (``seed``: its
     initialisation, data order and augmentation), so a fresh run directory gets the same teacher,
-    and with it the same DisWOT ranking, as the last one.
+    and with it the same DisWOT ranking, as the last one. Processes sharing a run directory train
+    it once: the others wait for it. ``loaded`` is the teacher :func:`check_teacher` already loaded.
     """
     checkpoint = cfg.checkpoint
     if checkpoint is None:
         root = run_dir / "teacher"
         path = root / "teacher.pt"
-        if path.is_file():
-            log(f"teacher: reusing {cfg.spec} trained earlier, {path}")
-        else:
-            log(f"teacher: no checkpoint given, training {cfg.spec} once for {cfg.epochs} epochs "
-                f"(saved to {path} and reused next time)")
-            L.seed_everything(seed, workers=True, verbose=False)
-            module = DistillModule(student=cfg.spec, num_classes=num_classes, lr=cfg.lr, input_size=input_size)
-            trainer = make_trainer(root, cfg.epochs)
-            acc = fit_and_test(module, datamodule, trainer, ckpt_path=last_checkpoint(root))
-            export_student(module, path, test_acc=acc)
-            log(f"teacher: {cfg.spec} test accuracy {acc:.2f}%")
+        with _exclusive(root / ".training.lock"):
+            if path.is_file():
+                log(f"teacher: reusing {cfg.spec} trained earlier, {path}")
+            else:
+                _train(cfg, datamodule, num_classes, input_size, root, path, log, seed)
         checkpoint = str(path)
-    teacher = create_teacher(cfg.spec, checkpoint=checkpoint, num_classes=num_classes)
+    teacher = loaded if loaded is not None else create_teacher(cfg.spec, checkpoint=checkpoint, num_classes=num_classes)
     return teacher.requires_grad_(False).eval(), checkpoint
+
+
+def _train(cfg, datamodule, num_classes, input_size, root: Path, path: Path, log, seed: int) -> None:
+    log(f"teacher: no checkpoint given, training {cfg.spec} once for {cfg.epochs} epochs "
+        f"(saved to {path} and reused next time)")
+    L.seed_everything(seed, workers=True, verbose=False)
+    module = DistillModule(student=cfg.spec, num_classes=num_classes, lr=cfg.lr, input_size=input_size)
+    trainer = make_trainer(root, cfg.epochs)
+    try:
+        acc = fit_and_test(module, datamodule, trainer, ckpt_path=last_checkpoint(root))
+    except SystemExit:
+        # Lightning turns Ctrl-C into sys.exit(1) and ignores SIGINT from then on; give the
+        # search its interrupt back so it exits 130 like any other Ctrl-C.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        if trainer.interrupted:
+            raise KeyboardInterrupt from None
+        raise
+    export_student(module, path, test_acc=acc)
+    log(f"teacher: {cfg.spec} trained")

@@ -1,31 +1,51 @@
 """Search for the student architecture that will distil best from a teacher, without training.
 
     python search.py                              # the offline quickstart (configs/quickstart.yaml)
+    python search.py --study.trials 10            # the quickstart with 10 trials
     python search.py --config configs/search/cifar10_resnet56.yaml
-    python search.py --study.trials 200 --budget.max_params 300000
+    python search.py --teacher.spec my_models.nets:big_cnn --teacher.checkpoint big_cnn.pt --data.dataset npz ...
     python search.py --print_config               # every option, with its current value
 
-Rerunning the same command resumes the study in its run directory.
+Where the settings come from: each option's default is the code's (shown by --help). Only a
+command that names no --config, no dataset (--data.dataset) and no teacher (--teacher.spec,
+--teacher.checkpoint) is the quickstart: configs/quickstart.yaml is read first, then the flags.
+A --config FILE is read over the code's defaults, never over the quickstart; flags after it
+override it. The run directory is --run_dir, else the config's run_dir, else runs/<config file
+name> (runs/search without a config).
+
+Rerunning the same command resumes the study in its run directory; several processes may run
+it at once and together run study.trials trials. Exit status: 0 done, 1 a mistake in the
+command or its config (one line; --debug for a traceback), 130 interrupted (results so far are
+written).
 """
 
 from __future__ import annotations
 
 import sys
+from argparse import ArgumentError
 from pathlib import Path
 
 from jsonargparse import ActionConfigFile, ArgumentParser
 
-from das.cli import guarded
+from das.cli import INTERRUPTED, guarded
 from das.data import DasDataModule
+from das.errors import DasError
 from das.search import BudgetConfig, SpaceConfig, StudyConfig, TeacherConfig, run_search
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "quickstart.yaml"
+QUICKSTART = Path(__file__).resolve().parent / "configs" / "quickstart.yaml"
+#: A command with any of these says what it searches for, so the quickstart does not apply.
+OWN_RUN_FLAGS = ("--config", "--data", "--data.dataset", "--teacher", "--teacher.spec", "--teacher.checkpoint")
+#: The run directory of a command with neither --run_dir nor a config.
+DEFAULT_RUN_DIR = "runs/search"
 
 
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="search.py", description=__doc__.splitlines()[0], default_config_files=[str(DEFAULT_CONFIG)])
-    parser.add_argument("--config", action=ActionConfigFile, help="a YAML config (defaults: configs/quickstart.yaml)")
-    parser.add_argument("--run_dir", type=str, default="runs/quickstart", help="where the study and results are written")
+    description, _, epilog = __doc__.partition("Where the settings come from")
+    parser = ArgumentParser(prog="search.py", description=description.splitlines()[0], exit_on_error=False,
+                            epilog="Where the settings come from" + epilog)
+    parser.add_argument("--config", action=ActionConfigFile, help="a YAML config, read over the code's defaults (not over the quickstart)")
+    parser.add_argument("--run_dir", type=str | None, default=None,
+                        help="where the study and results are written (default: the config's run_dir, else runs/<config name>, else runs/search)")
     parser.add_argument("--device", type=str, default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
     parser.add_class_arguments(DasDataModule, "data")
     parser.add_class_arguments(TeacherConfig, "teacher")
@@ -35,18 +55,44 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
+def is_quickstart(argv: list[str]) -> bool:
+    """True when the command names no config, dataset or teacher: then it is the quickstart."""
+    return not any(arg.split("=", 1)[0] in OWN_RUN_FLAGS for arg in argv)
+
+
+def parse(parser: ArgumentParser, argv: list[str]):
+    """Parse ``argv`` under the rule above; a bad flag or config value is a one-line DasError."""
+    if is_quickstart(argv):
+        argv = ["--config", str(QUICKSTART), *argv]
+    try:
+        cfg = parser.parse_args(argv)
+    except ArgumentError as err:
+        hint = " (YAML needs a space after ':', e.g. '{C: 16, N: 5}')" if "Expected a <class 'dict'>" in str(err) else ""
+        raise DasError(f"{' '.join(str(err).split())}{hint}; see python search.py --help") from None
+    if cfg.run_dir is None:
+        configs = cfg.get("config") or []
+        cfg.run_dir = f"runs/{Path(str(configs[-1])).stem}" if configs else DEFAULT_RUN_DIR
+    return cfg
+
+
 def main(argv: list[str]) -> int:
     parser = build_parser()
-    cfg = parser.parse_args(argv)
+    cfg = parse(parser, argv)
     init = parser.instantiate(cfg)
+    configs = [str(c) for c in cfg.get("config") or []]
+    print(f"search: settings from {' then '.join(configs) if configs else 'the code defaults'} and the command line; run_dir {init.run_dir}")
     summary = run_search(init.run_dir, init.data, init.teacher, init.space, init.budget, init.study, init.device)
     run_dir = Path(summary["run_dir"])
     parser.save(cfg, run_dir / "search_config.yaml", overwrite=True, skip_validation=True)
     best = summary["best"]
-    print(f"\nbest student: {best['arch']}")
-    print(f"  {init.study.objective} = {best[init.study.objective]:.5g}, {best['params']:,} params, {best['flops']:,} FLOPs")
+    if best is not None:
+        print(f"\nbest student: {best['arch']}")
+        print(f"  {init.study.objective} = {best[init.study.objective]:.5g}, {best['params']:,} params, {best['flops']:,} FLOPs")
+    print(f"teacher: {init.teacher.spec}, {summary['teacher_test_acc']:.2f}% top-1 on the held-out test split")
     print(f"{summary['trials_finished']} trials, {summary['distinct_archs']} distinct architectures, {summary['seconds']} s")
     print(f"wrote {run_dir}/: best_arch.json, leaderboard.csv, scores.png, search_summary.json, search_config.yaml, study.journal")
+    if summary["interrupted"]:
+        return INTERRUPTED
     if Path(init.run_dir) == Path("runs/quickstart"):
         print("next: python train.py   (distils the best student and compares it with training it alone)")
     else:

@@ -2,7 +2,7 @@
 
 Most zero-cost proxies read the same thing: one labelled forward pass on the first probe batch
 and the cross-entropy backward through it (snip, grad_norm, fisher, ZiCo's first batch, GraSP's
-gradient), plus hooks on that forward (ReLU codes for NASWOT and SWAP, feature maps for MeCo,
+gradient), plus hooks on that forward (activation codes for NASWOT and SWAP, feature maps for MeCo,
 AZ-NAS and DisWOT). So a proxy declares what it reads when it is registered (its ``needs``), and
 :class:`ScoringContext` runs ONE labelled pass for all requested proxies, installing exactly the
 hooks those needs ask for, then only the backward passes that are truly extra (the input
@@ -12,7 +12,7 @@ batches) run once each.
 
 A need is either a built-in product of the context (:data:`BUILTIN_NEEDS`) or the name of a
 :class:`Tap` registered with :func:`register_tap`; a tap lives in the module of the proxy that
-uses it (nwot.py defines the ReLU-kernel tap). A proxy that reads something it did not declare
+uses it (nwot.py defines the activation-kernel tap). A proxy that reads something it did not declare
 gets a DasError, so the declarations stay honest: unfused scoring (one context per proxy, built
 from that proxy's needs only) would otherwise be silently different from fused scoring.
 
@@ -36,6 +36,7 @@ from torch import nn
 
 from das.errors import DasError
 from das.features import FeaturePoint, feature_points, final_point, logits_point
+from das.proxies.activations import watch_activations
 from das.registry import Registry
 
 Batch = tuple[torch.Tensor, torch.Tensor]
@@ -123,12 +124,16 @@ class Tap:
         create_graph: the tap differentiates the weight gradients again (a Hessian-vector
             product), so the cross-entropy backward records its own graph. Its values are the
             same either way (the same kernels run), so the other proxies do not notice.
+        activations: the tap reads every activation call of the forward, module or function
+            (:meth:`on_activation`); one :class:`~das.proxies.activations.ActivationWatch`
+            serves all such taps.
     """
 
     ce_backward: bool = False
     autograd: bool = False
     input_grad: bool = False
     create_graph: bool = False
+    activations: bool = False
 
     def __init__(self, ctx: ScoringContext) -> None:
         self.ctx = ctx
@@ -136,6 +141,9 @@ class Tap:
     def install(self, model: nn.Module, x: torch.Tensor) -> list[Any]:
         """Register forward hooks for the labelled forward; return their handles (removed after it)."""
         return []
+
+    def on_activation(self, pre: torch.Tensor) -> None:
+        """With ``activations``: the input of an activation the labelled forward applies, before it runs."""
 
     def close(self) -> None:
         """Called right after the cross-entropy backward (or the forward when there is none)."""
@@ -322,8 +330,10 @@ class ScoringContext:
                     w.requires_grad_(True)
             for t in taps.values():
                 handles += t.install(model, x)
+            listeners = [t.on_activation for t in taps.values() if t.activations]
             with seeded(self.seed, x.device), torch.set_grad_enabled(record):
-                logits = model(x)
+                with watch_activations(listeners):
+                    logits = model(x)
                 loss = F.cross_entropy(logits, y)
             for h in handles:
                 h.remove()

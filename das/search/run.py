@@ -316,10 +316,13 @@ def _teacher_accuracy(optuna_study: optuna.Study, cfg: TeacherConfig, model: tor
                       data: DasDataModule, device: torch.device, log) -> float:
     """Top-1 accuracy (%) on the data module's test split, the split train.py tests students on.
 
-    Measured once per teacher file and kept in the study, so a resume does not pay for it again.
+    Measured once per teacher file and test split and kept in the study, so a resume does not
+    pay for it again.
     """
     path = Path(checkpoint)
-    key = f"{path.resolve()}|{path.stat().st_size}|{path.stat().st_mtime_ns}" if path.is_file() else checkpoint
+    teacher_file = f"{path.resolve()}|{path.stat().st_size}|{path.stat().st_mtime_ns}" if path.is_file() else checkpoint
+    test_split = {k: data.hparams.get(k) for k in ("dataset", "root", "test_file", "image_size", "mean", "std")}
+    key = json.dumps([teacher_file, test_split], sort_keys=True)
     cached = optuna_study.user_attrs.get("teacher_test_acc")
     if isinstance(cached, dict) and cached.get("teacher") == key:
         acc = cached["acc"]

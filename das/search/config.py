@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 
 @dataclass
@@ -17,12 +17,16 @@ class TeacherConfig:
             (saved under RUN_DIR/teacher and reused by later runs).
         epochs: epochs for that one-time training.
         lr: peak learning rate for that training.
+        init: which weights DisWOT compares students with: random (a seeded N(0, 1)
+            re-initialisation of the teacher's architecture, read in train mode: the DisWOT
+            authors' protocol) or trained (the trained weights, eval mode).
     """
 
     spec: str = "resnet20"
     checkpoint: str | None = None
     epochs: int = 15
     lr: float = 0.1
+    init: Literal["random", "trained"] = "random"
 
 
 @dataclass

@@ -23,7 +23,7 @@ from das.data import DasDataModule, probe_batches
 from das.errors import DasError, close_matches_hint
 from das.evaluate import top1_accuracy
 from das.proxies import PROXIES
-from das.proxies.diswot import DisWOTReference
+from das.proxies.diswot import DisWOTReference, check_teacher_init
 from das.search.config import BudgetConfig, SpaceConfig, StudyConfig, TeacherConfig
 from das.search.objective import Candidate, Objective
 from das.search.reference import load_or_build_reference, random_members
@@ -62,6 +62,7 @@ def run_search(
     run_dir = Path(run_dir)
     proxies = [study.objective, *[p for p in study.report if p != study.objective]]
     needs_reference = _check_study(study, proxies)
+    check_teacher_init(teacher.init)
     search_space, space_args = make_space(space)
     dev = resolve_device(device)
     _check_writable(run_dir)
@@ -82,7 +83,7 @@ def run_search(
     teacher_model.to(dev)
     teacher_acc = _teacher_accuracy(optuna_study, teacher, teacher_model, teacher_ckpt, data, dev, log)
     needs_teacher = any(PROXIES.get(p).needs_teacher for p in proxies)
-    reference = DisWOTReference.from_teacher(teacher_model, batches[0]) if needs_teacher else None
+    reference = DisWOTReference.from_teacher(teacher_model, batches[0], init=teacher.init, seed=study.seed) if needs_teacher else None
 
     ensemble_reference = None
     if needs_reference:
@@ -271,9 +272,8 @@ def score_settings(data: DasDataModule, teacher: TeacherConfig, space_name: str,
         # probe.seed also seeds every student's initial weights and the teacher's training.
         "probe": {"batch_size": study.probe_batch_size, "batches": study.probe_batches, "seed": study.seed},
         "budget": {"max_params": budget.max_params, "max_flops": budget.max_flops},
-        # What the teacher is. A setting that changes its features (e.g. how it is initialised)
-        # belongs in this dict.
-        "teacher": {"spec": teacher.spec, "checkpoint": teacher.checkpoint},
+        # What the teacher is, and which of its weights DisWOT compares with.
+        "teacher": {"spec": teacher.spec, "checkpoint": teacher.checkpoint, "init": teacher.init},
     }
     if teacher.checkpoint is None:  # trained in the run directory: its recipe makes its weights
         settings["teacher"].update(epochs=teacher.epochs, lr=teacher.lr, augment=list(data.augment), batch_size=h.get("batch_size"))

@@ -150,3 +150,20 @@ def test_a_journal_lock_holder_killed_with_sigkill_blocks_nobody(tmp_path, teach
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
+
+
+def test_the_teacher_init_scores_differently_and_a_changed_one_is_refused(tmp_path, teacher_ckpt) -> None:
+    runs = {}
+    for init in ("random", "trained"):
+        args = tiny(tmp_path / init, teacher_ckpt, 2)
+        args["teacher"] = TeacherConfig(spec="tests.tinynets:TinyNet", checkpoint=teacher_ckpt, init=init)
+        run_search(**args)
+        runs[init] = [row["diswot"] for row in leaderboard(tmp_path / init)]
+    assert runs["random"] != runs["trained"]  # same archs (same seed), other teacher weights
+    args = tiny(tmp_path / "random", teacher_ckpt, 2)
+    args["teacher"] = TeacherConfig(spec="tests.tinynets:TinyNet", checkpoint=teacher_ckpt, init="trained")
+    with pytest.raises(DasError, match=r"teacher\.init: was 'random', now 'trained'"):
+        run_search(**args)
+    args["teacher"] = TeacherConfig(spec="tests.tinynets:TinyNet", checkpoint=teacher_ckpt, init="pretrained")
+    with pytest.raises(DasError, match="'pretrained' is not one of random, trained"):
+        run_search(**args)

@@ -15,9 +15,11 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 
 from das.distill.losses import cosine_feature_loss, kd_loss, projector
+from das.distill.rng import rng_states, set_rng_states
 from das.errors import DasError
 from das.features import FeaturePoint, FeatureTap, feature_points, final_point
 from das.models import build_model
@@ -26,6 +28,10 @@ from das.spec import ArchSpec
 
 # The frozen teacher is in eval mode on purpose; Lightning's warning about it is noise here.
 warnings.filterwarnings("ignore", message=r".*module\(s\) in eval mode at the start of training.*")
+
+
+class NonFiniteLoss(DasError, FloatingPointError):
+    """The training loss became NaN or infinite: a user-fixable setting (usually the learning rate)."""
 
 
 class DistillModule(L.LightningModule):
@@ -127,7 +133,10 @@ class DistillModule(L.LightningModule):
                 loss = loss + feat
                 self.log("train/feature", feat)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"training loss became {loss.item()} at step {self.global_step}; lower lr={hp.lr}")
+            raise NonFiniteLoss(
+                f"training loss became {loss.item()} at epoch {self.current_epoch}, step {self.global_step} with model.lr={hp.lr:g}; "
+                "lower it (the quickstart uses 0.05)"
+            )
         self.log("train/ce", ce)
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/acc", (logits.argmax(1) == y).float().mean(), prog_bar=True)
@@ -160,9 +169,17 @@ class DistillModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Keep the frozen teacher out of the student's checkpoint; it is rebuilt from its spec."""
+        """Keep the frozen teacher out of the student's checkpoint (it is rebuilt from its spec); keep the generators."""
         checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("teacher.")}
+        checkpoint["das_rng_states"] = rng_states()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.teacher is not None:
             checkpoint["state_dict"].update({f"teacher.{k}": v for k, v in self.teacher.state_dict().items()})
+        # Only when a Trainer resumes a fit (not load_from_checkpoint): from here until the next
+        # epoch draws its first shuffle, a resumed fit draws from the generators exactly as the
+        # uninterrupted run did after saving this checkpoint, provided the resumed Trainer skips
+        # its sanity check (train.py does). tests/cli/test_train_cli.py checks the weights match.
+        states = checkpoint.get("das_rng_states")
+        if states is not None and self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING:
+            set_rng_states(states)

@@ -1,0 +1,176 @@
+"""train.py as a user runs it: configs mean what they say, resume is exact, mistakes are one line."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from lightning.pytorch.callbacks import Callback
+
+import train
+from das.cli import INTERRUPTED, USER_ERROR, guarded
+
+ROOT = Path(__file__).resolve().parents[2]
+DISTILL_CONFIGS = sorted((ROOT / "configs" / "distill").glob("*.yaml"))
+# A tiny student and teacher on 8×8 digits, a few batches an epoch: seconds per run on a CPU.
+TINY = [
+    "--model.student", "tests.tinynets:TinyNet", "--model.teacher", "tests.tinynets:wide_tiny_net",
+    "--model.teacher_checkpoint", "null", "--model.input_size", "[3, 8, 8]", "--data.image_size", "8",
+    "--data.batch_size", "32", "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "1",
+    "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false",
+]
+
+
+def leaves(tree: dict, prefix: str = "") -> dict[str, object]:
+    out: dict[str, object] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict):
+            out.update(leaves(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def plain(value: object) -> object:
+    return list(value) if isinstance(value, tuple) else value
+
+
+@pytest.mark.parametrize("path", DISTILL_CONFIGS, ids=lambda p: p.name)
+def test_a_config_file_means_what_it_says(path: Path) -> None:
+    """Keys written in the file resolve to the file's values; every other key to the code's default."""
+    cli = train.make_cli(["--config", str(path)], instantiate=False)
+    written = leaves(yaml.safe_load(path.read_text()))
+    defaults = cli.parser.get_defaults()
+    for key in cli.config.keys():
+        if key == "config":
+            continue
+        expected = written[key] if key in written else defaults.get(key)
+        assert plain(cli.config.get(key)) == plain(expected), f"{path.name}: {key}"
+
+
+def test_the_cifar_config_does_not_inherit_the_quickstart() -> None:
+    cfg = train.make_cli(["--config", str(ROOT / "configs/distill/cifar10_resnet56.yaml")], instantiate=False).config
+    assert plain(cfg.model.input_size) == [3, 32, 32]
+    assert cfg.data.image_size is None  # CIFAR's own 32×32, not the quickstart's 16
+
+
+def test_no_config_means_the_quickstart_and_flags_override_it() -> None:
+    cfg = train.make_cli(["--trainer.max_epochs", "3"], instantiate=False).config
+    quickstart = leaves(yaml.safe_load(train.DEFAULT_CONFIG.read_text()))
+    assert cfg.trainer.max_epochs == 3
+    assert cfg.model.student == quickstart["model.student"] and cfg.data.image_size == quickstart["data.image_size"]
+
+
+class InterruptAt(Callback):
+    """Press Ctrl-C (a real SIGINT) as epoch ``epoch`` starts, i.e. after the previous one finished."""
+
+    def __init__(self, epoch: int = 1) -> None:
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == self.epoch:
+            signal.raise_signal(signal.SIGINT)
+
+
+def test_ctrl_c_exits_130_and_resume_equals_the_uninterrupted_run(tmp_path, capsys) -> None:
+    """2 epochs straight vs Ctrl-C after epoch 1 then --ckpt_path last: bit-identical weights and accuracy on CPU."""
+    run = [*TINY, "--trainer.max_epochs", "2", "--baseline", "false"]
+    straight, broken = tmp_path / "straight", tmp_path / "broken"
+    assert guarded(train.main, [*run, "--trainer.default_root_dir", str(straight)]) == 0
+    try:
+        code = guarded(train.main, [*run, "--trainer.default_root_dir", str(broken), "--trainer.callbacks", f"{__name__}.InterruptAt"])
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # Lightning ignores SIGINT after catching one
+    assert code == INTERRUPTED
+    assert "--ckpt_path last" in capsys.readouterr().err
+    last = broken / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["epoch"] == 0 and not (broken / "results.json").exists()
+
+    assert guarded(train.main, [*run, "--trainer.default_root_dir", str(broken), "--ckpt_path", "last"]) == 0
+    a, b = (json.loads((d / "results.json").read_text()) for d in (straight, broken))
+    assert a["distilled_test_acc"] == b["distilled_test_acc"] and a["teacher_test_acc"] == b["teacher_test_acc"]
+    wa, wb = (torch.load(d / "student.pt", weights_only=True)["state_dict"] for d in (straight, broken))
+    for key in wa:
+        assert torch.equal(wa[key], wb[key]), key
+    assert sorted(p.name for p in (broken / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+
+
+def test_results_report_the_teacher_and_the_comparison(tmp_path, capsys) -> None:
+    out = tmp_path / "run"
+    assert guarded(train.main, [*TINY, "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(out)]) == 0
+    results = json.loads((out / "results.json").read_text())
+    for key in ("teacher_test_acc", "distilled_test_acc", "baseline_test_acc", "seed_noise", "distilled_worse_than_alone"):
+        assert key in results
+    assert results["test_images"] == 359  # the digits test split, the same images for all three
+    assert (out / "baseline" / "student.pt").is_file() and (out / "baseline" / "checkpoints" / "last.ckpt").is_file()
+    assert "seed noise" in capsys.readouterr().out
+
+
+def test_a_search_result_student_writes_next_to_its_arch_file(tmp_path) -> None:
+    arch = tmp_path / "search" / "best_arch.json"
+    arch.parent.mkdir()
+    arch.write_text(json.dumps({"space": "nb201", "space_args": {"C": 4, "N": 1},
+                                "choices": {"arch": "|nor_conv_1x1~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|"}}))
+    argv = [*TINY, "--model.student", str(arch), "--model.teacher", "null", "--trainer.max_epochs", "1", "--trainer.limit_test_batches", "1"]
+    assert guarded(train.main, argv) == 0
+    assert (arch.parent / "distill" / "results.json").is_file() and (arch.parent / "distill" / "checkpoints" / "last.ckpt").is_file()
+
+
+def error_line(err: str) -> str:
+    """The one ``error:`` line of a failed run (Lightning may log an info line such as the seed before it)."""
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in err, err
+    return errors[0]
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["--trainer.max_epohcs", "2"], "did you mean --trainer.max_epochs"),  # an unknown flag
+    (["--model.lr", "fast"], "model.lr"),  # a bad type
+    (["--trainer.logger", "lightning.pytorch.loggers.NoSuchLogger"], "NoSuchLogger"),  # a bad class
+])
+def test_argument_errors_are_one_line_and_exit_1(argv, expected, capsys) -> None:
+    assert guarded(train.main, [*TINY, *argv]) == USER_ERROR
+    assert expected in error_line(capsys.readouterr().err)
+
+
+def test_tensorboard_logger_without_tensorboard_says_how_to_install(tmp_path, capsys) -> None:
+    if train._tensorboard_available():
+        pytest.skip("tensorboard is installed here")
+    argv = [*TINY, "--trainer.default_root_dir", str(tmp_path), "--trainer.logger", "lightning.pytorch.loggers.TensorBoardLogger"]
+    assert guarded(train.main, argv) == USER_ERROR
+    assert ".[tensorboard]" in error_line(capsys.readouterr().err)
+
+
+def unwritable_dir(tmp_path: Path) -> Path:
+    if os.geteuid() == 0:  # root writes through any permission bits; sysfs refuses even root
+        return Path("/sys/das-train-test-run")
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o555)
+    return locked / "run"
+
+
+@pytest.mark.parametrize("case", ["max_epochs_0", "read_only_run_dir", "nan_loss", "missing_student_file"])
+def test_bad_input_is_one_line_exit_1_without_traceback(case, tmp_path) -> None:
+    """As a user sees it: a subprocess, exit status 1, one ``error:`` line naming the value."""
+    root = ["--trainer.default_root_dir", str(tmp_path / "run")]
+    argv, expected = {
+        "max_epochs_0": ([*root, "--trainer.max_epochs", "0"], "trainer.max_epochs=0"),
+        "read_only_run_dir": (["--trainer.default_root_dir", str(unwritable_dir(tmp_path))], "not writable"),
+        "nan_loss": ([*root, "--model.lr", "1e30"], "lower it"),
+        "missing_student_file": ([*root, "--model.student", str(tmp_path / "nope.json")], "nope.json"),
+    }[case]
+    proc = subprocess.run([sys.executable, "train.py", *TINY, "--trainer.max_epochs", "1", *argv],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    output = proc.stdout + proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == USER_ERROR, output
+    assert "Traceback" not in output and len(errors) == 1 and expected in errors[0], output
+    if case != "nan_loss":  # refused before any training or data loading
+        assert "Epoch" not in output and not (tmp_path / "run" / "checkpoints").exists()

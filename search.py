@@ -27,14 +27,14 @@ from pathlib import Path
 
 from jsonargparse import ActionConfigFile, ArgumentParser
 
-from das.cli import INTERRUPTED, guarded
+from das.cli import INTERRUPTED, guarded, with_quickstart
 from das.data import DasDataModule
 from das.errors import DasError
 from das.search import BudgetConfig, SpaceConfig, StudyConfig, TeacherConfig, run_search
 
 QUICKSTART = Path(__file__).resolve().parent / "configs" / "quickstart.yaml"
 #: A command with any of these says what it searches for, so the quickstart does not apply.
-OWN_RUN_FLAGS = ("--config", "--data", "--data.dataset", "--teacher", "--teacher.spec", "--teacher.checkpoint")
+OWN_RUN_FLAGS = ("--data", "--data.dataset", "--teacher", "--teacher.spec", "--teacher.checkpoint")
 #: The run directory of a command with neither --run_dir nor a config.
 DEFAULT_RUN_DIR = "runs/search"
 
@@ -55,15 +55,9 @@ def build_parser() -> ArgumentParser:
     return parser
 
 
-def is_quickstart(argv: list[str]) -> bool:
-    """True when the command names no config, dataset or teacher: then it is the quickstart."""
-    return not any(arg.split("=", 1)[0] in OWN_RUN_FLAGS for arg in argv)
-
-
 def parse(parser: ArgumentParser, argv: list[str]):
     """Parse ``argv`` under the rule above; a bad flag or config value is a one-line DasError."""
-    if is_quickstart(argv):
-        argv = ["--config", str(QUICKSTART), *argv]
+    argv = with_quickstart(argv, QUICKSTART, OWN_RUN_FLAGS)
     try:
         cfg = parser.parse_args(argv)
     except ArgumentError as err:

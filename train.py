@@ -6,8 +6,8 @@
     python train.py --print_config                    # every option (LightningCLI)
 
 Settings come from the code's signatures, then one config file, then flags. The config file is
-``configs/distill/quickstart.yaml`` only when no ``--config`` is given; a ``--config`` replaces
-it (nothing is layered). A run writes everything under one directory (see das.distill.fit):
+``configs/distill/quickstart.yaml`` only for a command that names no ``--config``, no dataset
+and no teacher (as search.py); a ``--config`` replaces it (nothing is layered). A run writes everything under one directory (see das.distill.fit):
 ``--trainer.default_root_dir`` when given, else ``distill/`` next to the student's
 ``best_arch.json``; the baseline under its ``baseline/`` subfolder.
 """
@@ -31,7 +31,7 @@ from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 
-from das.cli import INTERRUPTED, guarded
+from das.cli import INTERRUPTED, guarded, with_quickstart
 from das.data import DasDataModule
 from das.distill import DistillModule
 from das.distill.compare import compare, verdict
@@ -45,10 +45,8 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "distill" / "quic
 BASELINE_DIR = "baseline"
 
 
-def with_default_config(argv: list[str]) -> list[str]:
-    """Use the quickstart config only when the command line names no config file of its own."""
-    given = any(a in ("-c", "--config") or a.startswith("--config=") for a in argv)
-    return list(argv) if given else ["--config", str(DEFAULT_CONFIG), *argv]
+#: A command with any of these says what it trains on, so the quickstart does not apply.
+OWN_RUN_FLAGS = ("--data", "--data.dataset", "--model.teacher", "--model.teacher_checkpoint")
 
 
 def argument_error(err: ArgumentError, parser: Any) -> DasError:
@@ -150,7 +148,7 @@ def make_cli(argv: list[str], instantiate: bool = True) -> DasCLI:
     """Parse ``argv`` (the quickstart config when it names none); ``instantiate=False`` only parses."""
     cls = DasCLI if instantiate else _ParseOnlyCLI
     return cls(
-        DistillModule, DasDataModule, run=False, seed_everything_default=0, args=with_default_config(argv),
+        DistillModule, DasDataModule, run=False, seed_everything_default=0, args=with_quickstart(argv, DEFAULT_CONFIG, OWN_RUN_FLAGS),
         parser_kwargs={"exit_on_error": False}, save_config_kwargs={"overwrite": True},
     )
 

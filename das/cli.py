@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from collections.abc import Callable
 
 from das.errors import DasError
@@ -36,3 +37,17 @@ def guarded(main: Callable[[list[str]], int], argv: list[str] | None = None) -> 
     except KeyboardInterrupt:
         print("interrupted: everything written so far is kept; rerun the same command to resume", file=sys.stderr)
         return INTERRUPTED
+
+
+def with_quickstart(argv: list[str], quickstart: Path, own_run_flags: tuple[str, ...]) -> list[str]:
+    """Prepend ``--config quickstart`` unless the command says what it runs on.
+
+    A command naming a config, a dataset or a teacher (any flag in ``own_run_flags``) starts
+    from the code's defaults: layering the quickstart under it would silently give it the
+    quickstart's image size, space and budget. Anything else is the quickstart, with its flags
+    on top (``python search.py --study.trials 10``).
+    """
+    own = ("-c", "--config", *own_run_flags)
+    if any(arg.split("=", 1)[0] in own for arg in argv):
+        return list(argv)
+    return ["--config", str(quickstart), *argv]

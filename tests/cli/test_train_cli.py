@@ -24,7 +24,7 @@ TINY = [
     "--model.student", "tests.tinynets:TinyNet", "--model.teacher", "tests.tinynets:wide_tiny_net",
     "--model.teacher_checkpoint", "null", "--model.input_size", "[3, 8, 8]", "--data.image_size", "8",
     "--data.batch_size", "32", "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "1",
-    "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false",
+    "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false", "--trainer.max_epochs", "1",
 ]
 
 
@@ -174,3 +174,10 @@ def test_bad_input_is_one_line_exit_1_without_traceback(case, tmp_path) -> None:
     assert "Traceback" not in output and len(errors) == 1 and expected in errors[0], output
     if case != "nan_loss":  # refused before any training or data loading
         assert "Epoch" not in output and not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_a_command_naming_its_own_teacher_or_data_starts_from_the_code_defaults() -> None:
+    """The README's own-teacher example must not inherit the quickstart's 16×16 digits."""
+    for flags in (["--model.teacher", "resnet20"], ["--data.dataset", "digits"]):
+        cfg = train.make_cli(["--model.student", "resnet20", *flags], instantiate=False).config
+        assert cfg.data.image_size is None and cfg.trainer.max_epochs is None, flags  # quickstart: 16 and 15

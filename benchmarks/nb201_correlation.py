@@ -64,7 +64,7 @@ from das.proxies import DEFAULT_TEACHER_INIT, ENSEMBLE_MEMBERS, PROXIES, TEACHER
 from das.report.inputs import batches_needed, load_probe, require_file, resolve_proxies, teacher_reference
 from das.report.output import fmt, print_table, write_json
 from das.report.provenance import code_version, machine_info, now_iso, set_threads
-from das.report.ranking import ensemble_name, log_rank_ensemble, rank_correlation
+from das.report.ranking import ensemble_name, log_rank_ensemble, partial_rank_correlation, rank_correlation, within_bins_correlation
 from das.report.scores_file import ScoredArch, ScoresFile
 from das.report.scoring import failure_summary, score_archs, supports_fused
 from das.spaces import create_space
@@ -152,7 +152,20 @@ def sample_rows(rows: list[dict[str, Any]], n: int, seed: int) -> list[dict[str,
 
 
 def correlations(rows: Sequence[ScoredArch], truth: dict[str, dict[str, float]], values: Sequence[float]) -> dict[str, Any]:
-    return {c: rank_correlation(values, [truth[r.key][c] for r in rows]) for c in ACCURACY_COLUMNS}
+    """ρ/τ against every accuracy column and, when params were scored, what the score knows beyond size.
+
+    ``beyond_size`` (CIFAR-10): the partial Spearman ρ given log params, and the mean ρ inside
+    params quartiles; size decides most of accuracy, so a proxy is judged there too.
+    """
+    out: dict[str, Any] = {c: rank_correlation(values, [truth[r.key][c] for r in rows]) for c in ACCURACY_COLUMNS}
+    sizes = [r.values.get("params", math.nan) for r in rows]
+    if all(math.isfinite(v) and v > 0 for v in sizes):
+        acc, log_params = [truth[r.key][ACCURACY_COLUMNS[0]] for r in rows], [math.log(v) for v in sizes]
+        out["beyond_size"] = {
+            "partial_given_log_params": partial_rank_correlation(values, acc, log_params)["spearman"],
+            "mean_within_params_quartiles": within_bins_correlation(values, acc, log_params, bins=4)["mean"],
+        }
+    return out
 
 
 def summarise(rows: Sequence[ScoredArch], truth: dict[str, dict[str, float]], proxies: Sequence[str],

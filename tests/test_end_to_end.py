@@ -22,7 +22,7 @@ def test_search_then_train(tmp_path, capsys) -> None:
 
     out_dir = tmp_path / "distill"
     assert train.main([
-        *small[:4], "--model.student", str(run / "best_arch.json"),
+        *small[:4], "--model.student", str(run / "best_arch.json"), "--model.teacher", "resnet20",
         "--model.teacher_checkpoint", str(run / "teacher" / "teacher.pt"), "--model.input_size", "[3, 8, 8]",
         "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
         "--trainer.accelerator", "cpu", "--trainer.default_root_dir", str(out_dir),
@@ -30,7 +30,21 @@ def test_search_then_train(tmp_path, capsys) -> None:
     ]) == 0
     results = json.loads((out_dir / "results.json").read_text())
     assert 0 <= results["distilled_test_acc"] <= 100 and 0 <= results["baseline_test_acc"] <= 100
-    assert "distillation:" in capsys.readouterr().out
+    best = json.loads((run / "best_arch.json").read_text())
+    # the teacher is measured on the same test split in both commands
+    assert results["teacher_test_acc"] == pytest.approx(best["search"]["teacher"]["test_acc"])
+    assert (out_dir / "student.pt").is_file() and (out_dir / "baseline" / "student.pt").is_file()
+    out = capsys.readouterr().out
+    assert "trained alone" in out and str(out_dir) in out
+
+
+def test_a_teacher_checkpoint_without_a_teacher_is_refused(tmp_path, capsys) -> None:
+    from das.cli import guarded
+
+    argv = ["--model.student", "resnet20", "--model.teacher_checkpoint", "t.pt", "--trainer.max_epochs", "1",
+            "--trainer.default_root_dir", str(tmp_path)]
+    assert guarded(train.main, argv) == 1
+    assert "no teacher" in capsys.readouterr().err
 
 
 def test_user_mistakes_are_one_line_errors(tmp_path, capsys) -> None:

@@ -80,6 +80,8 @@ class DistillModule(L.LightningModule):
         for name, value in {"ce_weight": ce_weight, "kd_weight": kd_weight, "feature_scale": feature_scale, "weight_decay": weight_decay}.items():
             if value < 0:
                 raise DasError(f"{name}={value} must be >= 0")
+        if teacher is None and teacher_checkpoint is not None:
+            raise DasError(f"teacher_checkpoint={teacher_checkpoint!r} is given but no teacher; set --model.teacher to the checkpoint's architecture")
         if student_spec is None and (student.endswith(".json") or student.lstrip().startswith("{")):
             student_spec = ArchSpec.load(student).to_dict() if student.endswith(".json") else ArchSpec.from_json(student).to_dict()
         self.save_hyperparameters()

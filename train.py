@@ -99,6 +99,8 @@ class DasCLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         cfg = self.config
         epochs = cfg.trainer.max_epochs
+        if epochs is None:
+            raise DasError("trainer.max_epochs is not set: give --trainer.max_epochs N, the epochs each student trains (the quickstart uses 15)")
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
             raise DasError(f"trainer.max_epochs={epochs!r} must be an integer >= 1: the epochs each student trains")
         root = run_root(cfg.trainer.default_root_dir, cfg.model.student)

@@ -37,6 +37,18 @@ class TinyNet(nn.Module):
         return [*stages, FeaturePoint("body", self.width, 1, "final"), FeaturePoint("fc", self.fc.out_features, 1, "logits")]
 
 
+class ReluOnly(nn.Module):
+    """One nn.ReLU straight on the input, then a Linear: activation patterns are the input's signs."""
+
+    def __init__(self, units: int) -> None:
+        super().__init__()
+        self.relu = nn.ReLU()
+        self.fc = nn.Linear(units, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.relu(x).flatten(1))
+
+
 def batch(n: int = 8, classes: int = 10, size: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     return torch.randn(n, 3, size, size, generator=g), torch.randint(0, classes, (n,), generator=g)

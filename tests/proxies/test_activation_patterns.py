@@ -17,7 +17,7 @@ from torch import nn
 from das.errors import DasError
 from das.proxies import score
 from das.proxies.activations import ActivationWatch
-from tests.tinynets import batch
+from tests.tinynets import batch, ReluOnly
 
 
 def hand_nwot(*codes: torch.Tensor) -> float:
@@ -182,16 +182,6 @@ def test_a_tensor_changed_in_place_is_read_again() -> None:
 # --------------------------------------------------------------------------- counted once
 
 
-class ReluModule(nn.Module):
-    def __init__(self, units: int) -> None:
-        super().__init__()
-        self.relu = nn.ReLU()
-        self.fc = nn.Linear(units, 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.relu(x).flatten(1))
-
-
 def test_an_relu_module_is_counted_once() -> None:
     # the input is the pre-activation: image codes (1,1,0,1), (0,0,0,1), (1,1,0,0) over 4 units
     x = torch.tensor([[1.0, 2, -1, 3], [-1, -2, -1, 1], [2, 1, -3, -1]]).reshape(3, 1, 1, 4)
@@ -199,9 +189,9 @@ def test_an_relu_module_is_counted_once() -> None:
     assert (c @ c.T + (1 - c) @ (1 - c).T).tolist() == [[4, 2, 3], [2, 4, 1], [3, 1, 4]]  # det 20
     seen: list[torch.Tensor] = []
     with ActivationWatch([seen.append]):
-        ReluModule(4)(x)
+        ReluOnly(4)(x)
     assert len(seen) == 1  # the module and the F.relu it calls are one activation
-    got = score(ReluModule(4), [(x, torch.zeros(3, dtype=torch.long))], ["nwot", "swap"])
+    got = score(ReluOnly(4), [(x, torch.zeros(3, dtype=torch.long))], ["nwot", "swap"])
     assert got["nwot"] == pytest.approx(math.log(20), rel=1e-12)  # counted twice: log det 2K = log 160
     assert got["swap"] == 3  # unit patterns (1,0,1) twice, (0,0,0), (1,1,0)
 

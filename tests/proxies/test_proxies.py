@@ -16,7 +16,7 @@ from torch import nn
 from das.errors import DasError
 from das.proxies import ENSEMBLE_MEMBERS, PROXIES, EnsembleReference, Proxy, ScoringContext, score
 from das.proxies.context import prunable_layers
-from tests.tinynets import TinyNet, batch
+from tests.tinynets import batch, ReluOnly, TinyNet
 
 ALL = PROXIES.names()
 
@@ -331,16 +331,6 @@ def test_meco_counts_each_distinct_map_once() -> None:
     x = torch.cat([orth, torch.randn(3, 3, 2, 2)])
     # conv output = x (λ_min 1 on the first image); the pooled 1×1 map has no correlation (0)
     assert score(PassThrough(), [(x, torch.zeros(4, dtype=torch.long))], ["meco"])["meco"] == pytest.approx(1.0)
-
-
-class ReluOnly(nn.Module):
-    def __init__(self, units: int) -> None:
-        super().__init__()
-        self.relu = nn.ReLU()
-        self.fc = nn.Linear(units, 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(self.relu(x).flatten(1))
 
 
 def test_swap_counts_distinct_patterns_by_hand() -> None:

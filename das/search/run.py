@@ -28,7 +28,7 @@ from das.search.config import BudgetConfig, SpaceConfig, StudyConfig, TeacherCon
 from das.search.objective import Candidate, Objective
 from das.search.reference import load_or_build_reference, random_members
 from das.search.results import RESCORED, leaderboard, plot_scores, rescored, trial_scores, write_best, write_leaderboard
-from das.search.study import COUNTED, FINISHED, Quota, count, make_storage, open_study, release_dead_trials
+from das.search.study import COUNTED, FINISHED, Quota, count, make_storage, open_study, release_dead_trials, release_own_trials
 from das.search.teacher import check_teacher, prepare_teacher
 from das.spaces import SPACES, SearchSpace
 from das.spec import ArchSpec
@@ -120,6 +120,8 @@ def run_search(
         except KeyboardInterrupt:  # between trials; inside one, the Quota catches it
             interrupted = True
     interrupted = interrupted or quota.interrupted
+    release_own_trials(optuna_study)  # a Ctrl-C between a trial's creation and its start
+    release_dead_trials(optuna_study)  # a process killed just before this run started is judged again
 
     rows = leaderboard(optuna_study, proxies)
     write_leaderboard(rows, proxies, run_dir / "leaderboard.csv")

@@ -48,10 +48,43 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     if name == "tpe":
         # Optuna >= 5 TPE reads the constraints the objective sets with trial.set_constraint and
         # models over-budget trials as infeasible, so it steers away from them.
-        return optuna.samplers.TPESampler(seed=seed)
+        return WorkerTagging(optuna.samplers.TPESampler(seed=seed))
     if name == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
+        return WorkerTagging(optuna.samplers.RandomSampler(seed=seed))
     raise DasError(f"unknown sampler {name!r}: accepted {', '.join(SAMPLERS)}")
+
+
+class WorkerTagging(optuna.samplers.BaseSampler):
+    """A sampler that tags each new trial with its worker (``host:pid``) the moment it exists.
+
+    Optuna calls ``before_trial`` right after the storage creates a trial, before any sampling,
+    so a process killed later always leaves a tagged trial that :func:`release_dead_trials` can
+    judge by its pid. Everything else is the wrapped sampler's.
+    """
+
+    def __init__(self, sampler: optuna.samplers.BaseSampler) -> None:
+        self.sampler = sampler
+        self.created: set[int] = set()  # this process's trials, even one a Ctrl-C cut off before its tag
+
+    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self.created.add(trial._trial_id)
+        study._storage.set_trial_user_attr(trial._trial_id, "worker", worker_id())
+        self.sampler.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study, trial):  # type: ignore[no-untyped-def]
+        return self.sampler.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):  # type: ignore[no-untyped-def]
+        return self.sampler.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):  # type: ignore[no-untyped-def]
+        return self.sampler.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study, trial, state, values):  # type: ignore[no-untyped-def]
+        self.sampler.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self.sampler.reseed_rng()
 
 
 class FlockLock:
@@ -182,11 +215,12 @@ def _alive(worker: str) -> bool:
     return True
 
 
-def release_dead_trials(study: optuna.Study, untagged_after: timedelta = timedelta(minutes=1)) -> int:
+def release_dead_trials(study: optuna.Study, untagged_after: timedelta = timedelta(seconds=5)) -> int:
     """Stop counting RUNNING trials whose process has died; return how many.
 
-    A trial is tagged with its worker right after it starts; one with no tag long after its start
-    lost its process in between.
+    A trial is tagged with its worker by :class:`WorkerTagging` as the storage creates it; one
+    still untagged ``untagged_after`` later lost its process in that gap (or was made by another
+    tool). The search calls this at its start and end.
     """
     released = 0
     now = datetime.now()
@@ -194,6 +228,23 @@ def release_dead_trials(study: optuna.Study, untagged_after: timedelta = timedel
         worker = trial.user_attrs.get("worker")
         dead = (not _alive(worker)) if worker else (trial.datetime_start is not None and now - trial.datetime_start > untagged_after)
         if dead:
+            try:
+                study.tell(trial.number, state=TrialState.PRUNED)
+                released += 1
+            except (ValueError, RuntimeError):  # finished meanwhile
+                pass
+    return released
+
+
+def release_own_trials(study: optuna.Study) -> int:
+    """Stop counting this process's trials still RUNNING after its optimize loop (Ctrl-C between
+    Optuna creating a trial and running it leaves one); return how many."""
+    sampler = study.sampler
+    if not isinstance(sampler, WorkerTagging):
+        return 0
+    released = 0
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if trial._trial_id in sampler.created:
             try:
                 study.tell(trial.number, state=TrialState.PRUNED)
                 released += 1

@@ -222,18 +222,15 @@ def release_dead_trials(study: optuna.Study, untagged_after: timedelta = timedel
     still untagged ``untagged_after`` later lost its process in that gap (or was made by another
     tool). The search calls this at its start and end.
     """
-    released = 0
     now = datetime.now()
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+
+    def dead(trial: optuna.trial.FrozenTrial) -> bool:
         worker = trial.user_attrs.get("worker")
-        dead = (not _alive(worker)) if worker else (trial.datetime_start is not None and now - trial.datetime_start > untagged_after)
-        if dead:
-            try:
-                study.tell(trial.number, state=TrialState.PRUNED)
-                released += 1
-            except (ValueError, RuntimeError):  # finished meanwhile
-                pass
-    return released
+        if worker:
+            return not _alive(worker)
+        return trial.datetime_start is not None and now - trial.datetime_start > untagged_after
+
+    return _prune_running(study, dead)
 
 
 def release_own_trials(study: optuna.Study) -> int:
@@ -242,9 +239,14 @@ def release_own_trials(study: optuna.Study) -> int:
     sampler = study.sampler
     if not isinstance(sampler, WorkerTagging):
         return 0
+    return _prune_running(study, lambda trial: trial._trial_id in sampler.created)
+
+
+def _prune_running(study: optuna.Study, which: Callable[[optuna.trial.FrozenTrial], bool]) -> int:
+    """Record the RUNNING trials ``which`` picks as PRUNED (not counted); return how many."""
     released = 0
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if trial._trial_id in sampler.created:
+        if which(trial):
             try:
                 study.tell(trial.number, state=TrialState.PRUNED)
                 released += 1

@@ -61,7 +61,7 @@ from das.cli import guarded
 from das.errors import DasError
 from das.paths import shared_data_dir
 from das.proxies import DEFAULT_TEACHER_INIT, ENSEMBLE_MEMBERS, PROXIES, TEACHER_INITS, EnsembleReference
-from das.report.inputs import batches_needed, load_probe, require_file, resolve_proxies, teacher_reference
+from das.report.inputs import load_probe, require_file, resolve_proxies, teacher_reference
 from das.report.output import fmt, print_table, write_json
 from das.report.provenance import code_version, machine_info, now_iso, set_threads
 from das.report.ranking import ensemble_name, log_rank_ensemble, partial_rank_correlation, rank_correlation, within_bins_correlation

@@ -7,7 +7,7 @@ import json
 import pytest
 
 import search
-import train
+from das.distill import command as train
 
 
 def test_search_then_train(tmp_path, capsys) -> None:

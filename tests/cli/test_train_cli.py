@@ -14,7 +14,7 @@ import torch
 import yaml
 from lightning.pytorch.callbacks import Callback
 
-import train
+from das.distill import command as train
 from das.cli import INTERRUPTED, USER_ERROR, guarded
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,0 +1,234 @@
+"""train.py's command: distil a student from a teacher, train it alone too, and compare.
+
+The LightningCLI (:class:`DasCLI`) settles the run directory and refuses bad settings before
+any data is read; :func:`main` fits, tests, exports and reports. Settings come from the code's
+signatures, then one config file, then flags: ``configs/distill/quickstart.yaml`` only for a
+command that names no ``--config``, no dataset and no teacher (as search.py); a ``--config``
+replaces it (nothing is layered). A run writes everything under one directory (see
+das.distill.fit): ``--trainer.default_root_dir`` when given, else ``distill/`` next to the
+student's ``best_arch.json``; the baseline under its ``baseline/`` subfolder.
+"""
+
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.util
+import inspect
+import json
+import re
+import sys
+from argparse import ArgumentError
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from jsonargparse import Namespace
+from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import CSVLogger
+
+from das.cli import INTERRUPTED, with_quickstart
+from das.data import DasDataModule
+from das.distill.compare import compare, verdict
+from das.distill.module import DistillModule
+from das.distill.fit import (
+    LOG_DIR, check_writable, checkpoint_callbacks, export_student, fit_and_test, last_checkpoint, resolve_resume, run_root,
+)
+from das.errors import DasError
+from das.evaluate import top1_accuracy
+
+#: The quickstart distillation config (the repository's configs/, beside das/).
+DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "distill" / "quickstart.yaml"
+BASELINE_DIR = "baseline"
+
+
+#: A command with any of these says what it trains on, so the quickstart does not apply.
+OWN_RUN_FLAGS = ("--data", "--data.dataset", "--model.teacher", "--model.teacher_checkpoint")
+
+
+def argument_error(err: ArgumentError, parser: Any) -> DasError:
+    """jsonargparse's usage error as one line, with the close option names for an unknown flag."""
+    message = " ".join(str(err).split())
+    # A class that fails to validate comes as every Union alternative's complaint: keep the class's own.
+    problem = re.search(r"^(Parser key \"[^\"]+\"):.*?Problem with given class_path '([^']+)': (.*?)(?: - Expected|$)", message)
+    if problem:
+        message = f"{problem.group(1)}: {problem.group(2)}: {problem.group(3)}"
+    unknown = re.search(r"unrecognized arguments: (--[^\s=]+)", message)
+    if unknown:
+        close = difflib.get_close_matches(unknown.group(1), list(parser._option_string_actions), n=3, cutoff=0.6)
+        if close:
+            message += "; did you mean " + " or ".join(close) + "?"
+    return DasError(f"{message} (python train.py --help lists every option)")
+
+
+def _loggers(spec: Any) -> list[Namespace]:
+    specs = spec if isinstance(spec, list) else [spec]
+    return [s for s in specs if isinstance(s, Namespace) and s.get("class_path")]
+
+
+def _tensorboard_available() -> bool:
+    return any(importlib.util.find_spec(name) is not None for name in ("tensorboard", "tensorboardX"))
+
+
+class DasCLI(LightningCLI):
+    """train.py's LightningCLI: settles the run directory and refuses bad settings before any data is read."""
+
+    resume: str | None = None
+
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
+        parser.add_argument("--ckpt_path", type=str | None, default=None, help="resume from this checkpoint, or 'last' (this run's last.ckpt)")
+        parser.add_argument("--baseline", type=bool, default=True, help="also train the student without the teacher, same budget")
+
+    def parse_arguments(self, parser, args) -> None:
+        # Parse errors become one line and exit 1 (jsonargparse would print usage and exit 2).
+        try:
+            self.config = parser.parse_args(args)
+        except ArgumentError as err:
+            if "required: save_dir" not in str(err):
+                raise argument_error(err, parser) from None
+            # A logger named without its save_dir: before_instantiate_classes sets it to the run root.
+            try:
+                self.config = parser.parse_args([*args, "--trainer.logger.init_args.save_dir", "."])
+            except ArgumentError:
+                raise argument_error(err, parser) from None
+
+    def before_instantiate_classes(self) -> None:
+        cfg = self.config
+        epochs = cfg.trainer.max_epochs
+        if epochs is None:
+            raise DasError("trainer.max_epochs is not set: give --trainer.max_epochs N, the epochs each student trains (the quickstart uses 15)")
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise DasError(f"trainer.max_epochs={epochs!r} must be an integer >= 1: the epochs each student trains")
+        root = run_root(cfg.trainer.default_root_dir, cfg.model.student)
+        cfg.trainer.default_root_dir = str(root)
+        for logger in _loggers(cfg.trainer.logger):
+            if logger.class_path.endswith("TensorBoardLogger") and not _tensorboard_available():
+                raise DasError(
+                    f"trainer.logger={logger.class_path} needs TensorBoard, which is not installed: "
+                    "pip install -e '.[tensorboard]', or drop --trainer.logger for the default CSV logs"
+                )
+            logger.init_args.save_dir = str(root)  # every run logs under its own root
+        check_writable(root)
+        self.resume = resolve_resume(cfg.ckpt_path, root)
+
+    def instantiate_trainer(self, root: str | Path | None = None, resuming: bool | None = None, **kwargs: Any) -> L.Trainer:
+        """The configured Trainer, writing its checkpoints and logs under ``root`` (default: the run's root).
+
+        A resuming Trainer skips the sanity check: the checkpoint's epoch was validated already,
+        and skipping it keeps the resumed run's random draws those of the uninterrupted run.
+        """
+        cfg = self.config.trainer
+        root = Path(root or cfg.default_root_dir)
+        configured = self.config_init.trainer.get("callbacks") or []
+        callbacks = list(configured) if isinstance(configured, list) else [configured]
+        if cfg.enable_checkpointing is not False:
+            callbacks += checkpoint_callbacks(root, monitor="val/acc" if self.config.data.val_fraction > 0 else None)
+        if root == Path(cfg.default_root_dir):
+            logger = self.config_init.trainer.logger
+        else:  # the baseline: fresh loggers of the configured kinds, under its own folder
+            logger = [_instantiate(s, save_dir=str(root)) for s in _loggers(cfg.logger)] or cfg.logger
+        if logger is None or logger is True:
+            logger = CSVLogger(root, name=LOG_DIR)
+        if resuming is None:
+            resuming = self.resume is not None
+        if resuming:
+            kwargs["num_sanity_val_steps"] = 0
+        return super().instantiate_trainer(default_root_dir=str(root), callbacks=callbacks, logger=logger, **kwargs)
+
+
+def _instantiate(spec: Namespace, **overrides: Any) -> Any:
+    module, _, name = spec.class_path.rpartition(".")
+    args = spec.init_args.as_dict() if spec.get("init_args") else {}
+    return getattr(importlib.import_module(module), name)(**{**args, **overrides})
+
+
+def make_cli(argv: list[str], instantiate: bool = True) -> DasCLI:
+    """Parse ``argv`` (the quickstart config when it names none); ``instantiate=False`` only parses."""
+    cls = DasCLI if instantiate else _ParseOnlyCLI
+    return cls(
+        DistillModule, DasDataModule, run=False, seed_everything_default=0, args=with_quickstart(argv, DEFAULT_CONFIG, OWN_RUN_FLAGS),
+        parser_kwargs={"exit_on_error": False}, save_config_kwargs={"overwrite": True},
+    )
+
+
+class _ParseOnlyCLI(DasCLI):
+    def before_instantiate_classes(self) -> None:
+        pass
+
+    def instantiate_classes(self) -> None:
+        pass
+
+
+def teacher_accuracy(model: DistillModule, data: DasDataModule, trainer: L.Trainer) -> float:
+    """The teacher's top-1 on the test batches the students were just tested on."""
+    assert model.teacher is not None
+    device = trainer.strategy.root_device
+    teacher = model.teacher.to(device)
+    try:
+        return top1_accuracy(teacher, islice(data.test_dataloader(), _test_batches(trainer)), device)
+    finally:
+        teacher.cpu()
+
+
+def _test_batches(trainer: L.Trainer) -> int:
+    batches = trainer.num_test_batches
+    return int(batches[0] if isinstance(batches, list) else batches)
+
+
+def main(argv: list[str]) -> int:
+    cli = make_cli(argv)
+    model, data, trainer = cli.model, cli.datamodule, cli.trainer
+    out = Path(trainer.default_root_dir)
+    if cli.resume is None and last_checkpoint(out):
+        print(f"starting afresh in {out}: its checkpoints will be overwritten (add --ckpt_path last to resume instead)")
+    try:
+        distilled = fit_and_test(model, data, trainer, ckpt_path=cli.resume)
+        test_images = min(len(data.subset("test")), _test_batches(trainer) * data.hparams.batch_size)
+        student_file = export_student(model, out / "student.pt", test_acc=distilled)
+        results: dict[str, Any] = {
+            "student": model.hparams.student, "teacher": model.hparams.teacher, "epochs": trainer.max_epochs,
+            "distilled_test_acc": distilled, "test_images": test_images,
+        }
+        if model.teacher is not None:
+            results["teacher_test_acc"] = teacher_accuracy(model, data, trainer)
+
+        if cli.config.baseline and model.teacher is not None:
+            L.seed_everything(cli.config.seed_everything)
+            accepted = inspect.signature(DistillModule.__init__).parameters  # LightningCLI adds private keys
+            args = {k: v for k, v in model.hparams.items() if k in accepted}
+            alone = DistillModule(**{**args, "teacher": None, "teacher_checkpoint": None})
+            root = out / BASELINE_DIR
+            resume = last_checkpoint(root) if cli.resume else None
+            results["baseline_test_acc"] = fit_and_test(alone, data, cli.instantiate_trainer(root=root, resuming=resume is not None), resume)
+            export_student(alone, root / "student.pt", test_acc=results["baseline_test_acc"])
+    except KeyboardInterrupt:
+        kept = last_checkpoint(out / BASELINE_DIR) or last_checkpoint(out)
+        where = f"the last finished epoch is kept in {kept}" if kept else "no epoch had finished, nothing to resume"
+        print(f"interrupted: {where}; rerun the same command with --ckpt_path last to resume", file=sys.stderr)
+        return INTERRUPTED
+
+    hp = model.hparams
+    summary = None
+    if "baseline_test_acc" in results:
+        comparison = compare(results["teacher_test_acc"], distilled, results["baseline_test_acc"], test_images)
+        results.update(comparison.to_dict())
+        summary = verdict(comparison, kd_weight=hp.kd_weight, kd_temperature=hp.kd_temperature,
+                          feature_scale=hp.feature_scale, epochs=trainer.max_epochs)
+    (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+
+    print(f"\nstudent {hp.student} after {trainer.current_epoch} epochs, tested on {test_images} held-out images:")
+    if "teacher_test_acc" in results:
+        print(f"  teacher {hp.teacher}:  test accuracy {results['teacher_test_acc']:.2f}%")
+        print(f"  distilled from it:     test accuracy {distilled:.2f}%")
+    else:
+        print(f"  trained alone:         test accuracy {distilled:.2f}%")
+    if "baseline_test_acc" in results:
+        print(f"  trained alone (same budget): test accuracy {results['baseline_test_acc']:.2f}%  "
+              f"(distillation: {results['distillation_gain']:+.2f} points)")
+        print(summary)
+    print(f"wrote {student_file}, {out / 'results.json'}, checkpoints under {out / 'checkpoints'}")
+    return 0
+

@@ -15,10 +15,13 @@ from das.distill.losses import (
     relation_loss,
 )
 from das.distill.module import DistillModule
+from das.distill.pairing import FeaturePair, FeatureProjectors, pair_by_names, pair_stages
 
 __all__ = [
     "LOSSES",
     "DistillModule",
+    "FeaturePair",
+    "FeatureProjectors",
     "LossConfig",
     "LossInputs",
     "LossSpec",
@@ -27,6 +30,8 @@ __all__ = [
     "cosine_feature_loss",
     "fitnet_loss",
     "kd_loss",
+    "pair_by_names",
+    "pair_stages",
     "projector",
     "register_loss",
     "relation_loss",

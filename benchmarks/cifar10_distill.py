@@ -1,0 +1,271 @@
+"""Does distillation help on CIFAR-10? ResNet-56 → ResNet-20, each loss variant against training alone.
+
+The evidence benchmark of das's distiller: the public CIFAR-10 ResNet-56 (``teachers/``) taught to
+a ResNet-20 student under one fixed schedule per table: the same seeded, stratified subset of
+``train_jpeg.npz``, the same epochs, batch size and learning rate, for every variant and seed.
+Variants are rows of :data:`VARIANTS` (the DistillModule settings that differ from the base):
+
+- ``alone``: no teacher, cross-entropy only (the baseline every gain is measured against);
+- ``kd``: CE + Hinton et al.'s KD (NIPS-W 2015, "Distilling the Knowledge in a Neural Network");
+- ``kd_cosine``: KD + the cosine loss between the projected final feature maps.
+
+Every run is tested on the full ``test_jpeg.npz`` (10,000 images), as is the teacher. The JSON
+gives per variant the mean ± sample standard deviation over seeds and the gain of the mean over
+``alone``'s.
+
+    python benchmarks/cifar10_distill.py --train-images 10000 --epochs 25 --seeds 0,1 \\
+        --out benchmarks/results/cifar10_distill.json
+
+Each finished (variant, seed) is appended at once to ``OUT.runs.jsonl``, whose first line holds
+the settings; rerunning the command skips finished runs (more ``--variants``/``--seeds`` extend
+the table) and refuses a file written with other settings. Lightning's logs and checkpoints go
+to ``OUT.work/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import Callback
+
+from das.cli import guarded
+from das.data.datamodule import DasDataModule
+from das.data.splits import stratified_split
+from das.distill.fit import fit_and_test, make_trainer
+from das.distill.module import DistillModule
+from das.errors import DasError
+from das.evaluate import top1_accuracy
+from das.models import build_model
+from das.paths import shared_data_dir
+from das.report.output import fmt, print_table, write_json
+from das.report.provenance import code_version, machine_info, now_iso, set_threads
+
+# What each variant changes in DistillModule; a later variant (stage-wise cosine, relation) is one line.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "alone": {"teacher": None, "teacher_checkpoint": None},
+    "kd": {"feature_scale": 0.0},
+    "kd_cosine": {"feature_scale": 1.0},
+}
+BASELINE = "alone"
+# DistillModule's KD settings, fixed for the table (recorded in the settings line).
+KD = {"ce_weight": 1.0, "kd_weight": 1.0, "kd_temperature": 4.0}
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    data = shared_data_dir()
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--train-file", default=str(data / "cifar10" / "train_jpeg.npz"), help="training .npz the subset is drawn from")
+    p.add_argument("--test-file", default=str(data / "cifar10" / "test_jpeg.npz"), help="test .npz, used whole")
+    p.add_argument("--teacher", default="resnet56", help="teacher spec")
+    p.add_argument("--teacher-checkpoint", default=str(data / "teachers" / "cifar10_resnet56.th"), help="the teacher's weights")
+    p.add_argument("--student", default="resnet20", help="student spec (trained from scratch)")
+    p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from {', '.join(VARIANTS)}")
+    p.add_argument("--seeds", default="0,1", help="comma-separated training seeds (student init, shuffling, augmentation)")
+    p.add_argument("--train-images", type=int, default=10000, help="images the students train on: a stratified subset of --train-file")
+    p.add_argument("--val-images", type=int, default=1000, help="further training-file images held out for val accuracy (0: none)")
+    p.add_argument("--data-seed", type=int, default=0, help="seed of the subset and its validation split (the same for every run)")
+    p.add_argument("--epochs", type=int, default=25, help="training epochs (10,000 images × 25 epochs: the table in ~3.3 h on 2 CPU cores)")
+    p.add_argument("--batch-size", type=int, default=128, help="images per batch")
+    p.add_argument("--lr", type=float, default=0.1, help="peak SGD learning rate (cosine schedule to 0)")
+    p.add_argument("--limit-batches", type=int, default=None, help="at most this many train/val batches per epoch (smoke tests)")
+    p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--no-progress", action="store_true", help="hide Lightning's progress bar")
+    p.add_argument("--out", default="benchmarks/results/cifar10_distill.json", help="result JSON")
+    return p.parse_args(list(argv))
+
+
+def parse_list(text: str, what: str, cast=str) -> list:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    try:
+        values = [cast(t) for t in items]
+    except ValueError:
+        raise DasError(f"--{what} {text!r} must be a comma-separated list of {cast.__name__}s") from None
+    if not values or len(set(values)) != len(values):
+        raise DasError(f"--{what} {text!r} must name at least one item, each once")
+    return values
+
+
+class RunsFile:
+    """``OUT.runs.jsonl``: a settings line, then one JSON line per finished run, flushed at once.
+
+    The settings are what make two runs comparable (data, schedule, networks); a file written
+    with other settings is refused rather than mixed. A line cut short by a kill is dropped.
+    """
+
+    def __init__(self, path: Path, settings: dict[str, Any]) -> None:
+        self.path = path
+        self.settings = json.loads(json.dumps(settings))  # as it reads back
+        self.records: list[dict[str, Any]] = []
+        if path.exists():
+            lines = path.read_text().splitlines()
+            try:
+                theirs = json.loads(lines[0])["settings"] if lines else None
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise DasError(f"{path} is not a cifar10_distill runs file (no settings first line); remove it or choose another --out") from None
+            if theirs is not None and theirs != self.settings:
+                diff = {k: (theirs.get(k), self.settings.get(k)) for k in sorted(set(theirs) | set(self.settings)) if theirs.get(k) != self.settings.get(k)}
+                raise DasError(f"{path} was written with other settings (file vs now: {diff}); rerun with the file's settings, or choose another --out")
+            for line in lines[1:]:
+                try:
+                    self.records.append(json.loads(line))
+                except json.JSONDecodeError:
+                    pass  # the half-written last line of a killed run
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("w") as f:  # rewritten whole: drops a cut line
+            for obj in [{"settings": self.settings}, *self.records]:
+                f.write(json.dumps(obj) + "\n")
+
+    def find(self, **key: Any) -> dict[str, Any] | None:
+        return next((r for r in self.records if all(r.get(k) == v for k, v in key.items())), None)
+
+    def add(self, record: dict[str, Any]) -> None:
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+            f.flush()
+        self.records.append(record)
+
+
+def subset_file(source: Path, images: int, seed: int, work: Path) -> Path:
+    """A seeded, stratified subset of ``source`` as an npz in ``work`` (written once, reused)."""
+    path = work / f"{source.stem}_{images}_seed{seed}.npz"
+    if path.is_file():
+        return path
+    with np.load(source, allow_pickle=False) as data:
+        x, y = data["x"], data["y"]
+    if not 0 < images <= len(y):
+        raise DasError(f"--train-images + --val-images = {images} must be between 1 and the {len(y)} images of {source}")
+    _, picked = stratified_split(torch.from_numpy(y.astype(np.int64)), images / len(y), seed)
+    work.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.stem + ".tmp.npz")
+    np.savez(tmp, x=x[picked.numpy()], y=y[picked.numpy()])
+    tmp.replace(path)
+    return path
+
+
+class FitTimer(Callback):
+    """Seconds of the fit alone (validation passes included, the final test not) and the last val accuracy."""
+
+    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.started, self.val_acc = time.perf_counter(), None
+
+    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        self.seconds = time.perf_counter() - self.started
+        val = trainer.callback_metrics.get("val/acc")
+        self.val_acc = None if val is None else 100.0 * float(val)
+
+
+def spread(values: list[float]) -> dict[str, Any]:
+    return {"mean": statistics.fmean(values) if values else None,
+            "std": statistics.stdev(values) if len(values) > 1 else None, "values": values}
+
+
+def summarise(records: list[dict[str, Any]], variants: list[str], seeds: list[int]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in variants:
+        runs = sorted((r for r in records if r.get("variant") == name and r["seed"] in seeds), key=lambda r: r["seed"])
+        out[name] = {"n": len(runs), "seeds": [r["seed"] for r in runs], "changes": VARIANTS[name],
+                     "test_acc": spread([r["test_acc"] for r in runs]),
+                     "val_acc": spread([r["val_acc"] for r in runs if r["val_acc"] is not None]),
+                     "seconds_mean": statistics.fmean(r["seconds"] for r in runs) if runs else None,
+                     "images_per_s_mean": statistics.fmean(r["images_per_s"] for r in runs) if runs else None}
+    base = out.get(BASELINE, {}).get("test_acc", {}).get("mean")
+    for res in out.values():
+        mean = res["test_acc"]["mean"]
+        res["gain_over_alone"] = None if base is None or mean is None else mean - base
+    return out
+
+
+def main(argv: Sequence[str]) -> int:
+    args = parse_args(argv)
+    variants = parse_list(args.variants, "variants")
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise DasError(f"--variants: unknown {unknown}; choose from {', '.join(VARIANTS)}")
+    seeds = parse_list(args.seeds, "seeds", int)
+    for key in ("train_images", "epochs", "batch_size"):
+        if getattr(args, key) < 1:
+            raise DasError(f"--{key.replace('_', '-')} {getattr(args, key)} must be at least 1")
+    if args.val_images < 0 or args.lr <= 0 or (args.limit_batches is not None and args.limit_batches < 1):
+        raise DasError("--val-images must be >= 0, --lr > 0 and --limit-batches >= 1")
+    threads = set_threads(args.threads)
+    out = Path(args.out)
+    work = out.with_name(out.name + ".work")
+    identity = {"benchmark": "cifar10_distill", "train_file": Path(args.train_file).name, "test_file": Path(args.test_file).name,
+                "train_images": args.train_images, "val_images": args.val_images, "data_seed": args.data_seed,
+                "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "limit_batches": args.limit_batches,
+                "student": args.student, "teacher": args.teacher, "teacher_checkpoint": Path(args.teacher_checkpoint).name, **KD}
+    runs = RunsFile(out.with_name(out.name.removesuffix(".json") + ".runs.jsonl"), identity)
+
+    pool = args.train_images + args.val_images
+    data = DasDataModule(dataset="npz", train_file=str(subset_file(Path(args.train_file), pool, args.data_seed, work / "data")),
+                         test_file=args.test_file, batch_size=args.batch_size, val_fraction=args.val_images / pool, seed=args.data_seed)
+    sizes = {split: len(data.subset(split)) for split in ("train", "val", "test")}
+
+    teacher = runs.find(kind="teacher")
+    if teacher is None:
+        started = time.perf_counter()
+        net = build_model(args.teacher, data.num_classes, checkpoint=args.teacher_checkpoint)
+        acc = top1_accuracy(net, data.test_dataloader(), device="cpu")
+        teacher = {"kind": "teacher", "teacher": args.teacher, "test_acc": acc, "test_images": sizes["test"], "seconds": time.perf_counter() - started}
+        runs.add(teacher)
+    print(f"teacher {args.teacher}: {teacher['test_acc']:.2f}% on {sizes['test']} test images; "
+          f"students train on {sizes['train']} images, validate on {sizes['val']}", flush=True)
+
+    def write() -> dict[str, Any]:
+        results = summarise(runs.records, variants, seeds)
+        result = {"benchmark": "cifar10_distill", "complete": all(r["n"] == len(seeds) for r in results.values()),
+                  "teacher": {"spec": args.teacher, "test_acc": teacher["test_acc"]},
+                  "baseline": BASELINE, "results": results,
+                  "settings": {**identity, "sizes": sizes, "variants": variants, "seeds": seeds, "threads": threads,
+                               "date": now_iso(), "machine": machine_info(), "code": code_version()}}
+        write_json(out, result)
+        return result
+
+    todo = [(v, s) for v in variants for s in seeds if runs.find(kind="run", variant=v, seed=s) is None]
+    for i, (variant, seed) in enumerate(todo, 1):
+        print(f"[{i}/{len(todo)}] {variant}, seed {seed}", flush=True)
+        root = work / f"{variant}-seed{seed}"
+        shutil.rmtree(root, ignore_errors=True)  # an interrupted run starts over; never resume another's checkpoint
+        L.seed_everything(seed, verbose=False)
+        module = DistillModule(**{"student": args.student, "teacher": args.teacher, "teacher_checkpoint": args.teacher_checkpoint,
+                                  "num_classes": data.num_classes, "lr": args.lr, **KD, **VARIANTS[variant]})
+        limits = {} if args.limit_batches is None else {"limit_train_batches": args.limit_batches, "limit_val_batches": args.limit_batches}
+        trainer = make_trainer(root, args.epochs, accelerator="cpu", progress=not args.no_progress, num_sanity_val_steps=0, **limits)
+        timer = FitTimer()
+        trainer.callbacks.append(timer)
+        started = time.perf_counter()
+        test_acc = fit_and_test(module, data, trainer)
+        seconds = time.perf_counter() - started
+        images = trainer.global_step * args.batch_size
+        runs.add({"kind": "run", "variant": variant, "seed": seed, "test_acc": test_acc, "val_acc": timer.val_acc,
+                  "seconds": seconds, "fit_seconds": timer.seconds, "images_per_s": images / timer.seconds,
+                  "train_images_seen": images, "threads": threads, "date": now_iso()})
+        write()
+
+    result = write()
+    print(f"\nteacher {args.teacher}: {teacher['test_acc']:.2f}% test; student {args.student}, {sizes['train']} train images × "
+          f"{args.epochs} epochs, test on {sizes['test']}")
+    rows = []
+    for name, res in result["results"].items():
+        acc, gain = res["test_acc"], res["gain_over_alone"]
+        rows.append([name, str(res["n"]), f"{fmt(acc['mean'], 2)} ± {fmt(acc['std'], 2)}",
+                     "—" if gain is None else f"{gain:+.2f}", fmt(res["val_acc"]["mean"], 2), fmt(res["images_per_s_mean"], 1)])
+    print_table(["variant", "seeds", "test acc % (mean ± std)", "gain vs alone", "val acc %", "images/s"], rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(guarded(main))

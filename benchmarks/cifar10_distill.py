@@ -7,7 +7,10 @@ Variants are rows of :data:`VARIANTS` (the DistillModule settings that differ fr
 
 - ``alone``: no teacher, cross-entropy only (the baseline every gain is measured against);
 - ``kd``: CE + Hinton et al.'s KD (NIPS-W 2015, "Distilling the Knowledge in a Neural Network");
-- ``kd_cosine``: KD + the cosine loss between the projected final feature maps.
+- ``kd_cosine``: KD + the cosine loss between the projected final feature maps;
+- ``kd_stage_cosine``: KD + the cosine loss on every stage pair (``pair_stages``: ResNet-20's
+  three stages against ResNet-56's), averaged over the pairs;
+- ``kd_relation``: KD + DisWOT's sample-relation loss (Dong, Li & Wei, CVPR 2023) on the final maps.
 
 Every run is tested on the full ``test_jpeg.npz`` (10,000 images), as is the teacher. The JSON
 gives per variant the mean ± sample standard deviation over seeds and the gain of the mean over
@@ -53,15 +56,20 @@ from das.paths import shared_data_dir
 from das.report.output import fmt, print_table, write_json
 from das.report.provenance import code_version, machine_info, now_iso, set_threads
 
-# What each variant changes in DistillModule; a later variant (stage-wise cosine, relation) is one line.
+# The KD settings, fixed for the table (recorded in the settings line under these names, so a
+# runs file written before the losses config still resumes).
+KD = {"ce_weight": 1.0, "kd_weight": 1.0, "kd_temperature": 4.0}
+CE_KD = {"ce": KD["ce_weight"], "kd": {"weight": KD["kd_weight"], "temperature": KD["kd_temperature"]}}
+COSINE = {"cosine": {"weight": 1.0, "scale": 1.0}}
+# What each variant changes in DistillModule (its `losses` and `feature_pairs`); a new variant is one line.
 VARIANTS: dict[str, dict[str, Any]] = {
-    "alone": {"teacher": None, "teacher_checkpoint": None},
-    "kd": {"feature_scale": 0.0},
-    "kd_cosine": {"feature_scale": 1.0},
+    "alone": {"teacher": None, "teacher_checkpoint": None},  # ce only: teacher terms do not apply
+    "kd": {"losses": CE_KD},
+    "kd_cosine": {"losses": {**CE_KD, **COSINE}},  # cosine on the final maps
+    "kd_stage_cosine": {"losses": {**CE_KD, **COSINE}, "feature_pairs": "stages"},  # cosine on each stage, averaged
+    "kd_relation": {"losses": {**CE_KD, "relation": 1.0}},  # DisWOT's relation loss on the final maps
 }
 BASELINE = "alone"
-# DistillModule's KD settings, fixed for the table (recorded in the settings line).
-KD = {"ce_weight": 1.0, "kd_weight": 1.0, "kd_temperature": 4.0}
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -241,7 +249,7 @@ def main(argv: Sequence[str]) -> int:
         shutil.rmtree(root, ignore_errors=True)  # an interrupted run starts over; never resume another's checkpoint
         L.seed_everything(seed, verbose=False)
         module = DistillModule(**{"student": args.student, "teacher": args.teacher, "teacher_checkpoint": args.teacher_checkpoint,
-                                  "num_classes": data.num_classes, "lr": args.lr, **KD, **VARIANTS[variant]})
+                                  "num_classes": data.num_classes, "lr": args.lr, **VARIANTS[variant]})
         limits = {} if args.limit_batches is None else {"limit_train_batches": args.limit_batches, "limit_val_batches": args.limit_batches}
         trainer = make_trainer(root, args.epochs, accelerator="cpu", progress=not args.no_progress, num_sanity_val_steps=0, **limits)
         timer = FitTimer()

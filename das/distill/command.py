@@ -32,7 +32,8 @@ from lightning.pytorch.loggers import CSVLogger
 from das.cli import INTERRUPTED, with_quickstart
 from das.data import DasDataModule
 from das.distill.compare import compare, verdict
-from das.distill.module import DistillModule
+from das.distill.losses import LOSSES, LossSpec
+from das.distill.module import DistillModule, alone_terms
 from das.distill.fit import (
     LOG_DIR, check_writable, checkpoint_callbacks, export_student, fit_and_test, last_checkpoint, resolve_resume, run_root,
 )
@@ -178,9 +179,18 @@ def _test_batches(trainer: L.Trainer) -> int:
     return int(batches[0] if isinstance(batches, list) else batches)
 
 
+def loss_settings(spec: LossSpec) -> dict[str, float]:
+    """The KD weight and temperature and the cosine loss's effective scale (weight × scale; 0 when absent) that the verdict names."""
+    kd, cosine = spec.term("kd"), spec.term("cosine")
+    return {"kd_weight": kd.weight if kd else 0.0, "kd_temperature": kd.option("temperature") if kd else LOSSES.get("kd").defaults["temperature"],
+            "feature_scale": cosine.weight * cosine.option("scale") if cosine else 0.0}
+
+
 def main(argv: list[str]) -> int:
     cli = make_cli(argv)
     model, data, trainer = cli.model, cli.datamodule, cli.trainer
+    if cli.config.baseline and model.teacher is not None:
+        alone_terms(model.loss_spec)  # refuse now, not after the distilled run, a config the baseline cannot train on
     out = Path(trainer.default_root_dir)
     if cli.resume is None and last_checkpoint(out):
         print(f"starting afresh in {out}: its checkpoints will be overwritten (add --ckpt_path last to resume instead)")
@@ -215,8 +225,7 @@ def main(argv: list[str]) -> int:
     if "baseline_test_acc" in results:
         comparison = compare(results["teacher_test_acc"], distilled, results["baseline_test_acc"], test_images)
         results.update(comparison.to_dict())
-        summary = verdict(comparison, kd_weight=hp.kd_weight, kd_temperature=hp.kd_temperature,
-                          feature_scale=hp.feature_scale, epochs=trainer.max_epochs)
+        summary = verdict(comparison, **loss_settings(model.loss_spec), epochs=trainer.max_epochs)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
 
     print(f"\nstudent {hp.student} after {trainer.current_epoch} epochs, tested on {test_images} held-out images:")

@@ -52,9 +52,9 @@ def likely_causes(c: Comparison, kd_weight: float, kd_temperature: float, featur
     if c.teacher_test_acc <= c.baseline_test_acc + c.seed_noise:
         causes.append(f"a weak teacher ({c.teacher_test_acc:.2f}%, not clearly above the student alone's {c.baseline_test_acc:.2f}%)")
     causes += [
-        f"kd_weight={kd_weight:g} / kd_temperature={kd_temperature:g} (try a lower kd_weight, or T between 2 and 4)",
+        f"losses.kd weight={kd_weight:g} / temperature={kd_temperature:g} (try a lower weight, or T between 2 and 4)",
         f"too few epochs ({epochs}; a distilled student often needs more than one trained alone)",
-        f"feature_scale={feature_scale:g} (try 0 to drop the feature loss)",
+        f"the feature loss (cosine weight × scale = {feature_scale:g}; try weight 0 to drop it)",
     ]
     return causes
 

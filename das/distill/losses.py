@@ -301,6 +301,11 @@ class LossTerm:
     def loss(self) -> Loss:
         return LOSSES.get(self.name)
 
+    def option(self, key: str) -> float:
+        """The value of option ``key``: as given, else the loss's default."""
+        options = dict(self.options)
+        return options[key] if key in options else float(self.loss.defaults[key])
+
     def __call__(self, inputs: LossInputs) -> torch.Tensor:
         """The term's unweighted value on ``inputs``."""
         loss = self.loss
@@ -360,6 +365,10 @@ class LossSpec:
     def to_config(self) -> LossConfig:
         """The :data:`LossConfig` mapping that :meth:`from_config` rebuilds this spec from."""
         return {t.name: {"weight": t.weight, **dict(t.options)} if t.options else t.weight for t in self.terms}
+
+    def term(self, name: str) -> LossTerm | None:
+        """The term of loss ``name`` whatever its weight, or None when the spec has none."""
+        return next((t for t in self.terms if t.name == name), None)
 
     @property
     def needs(self) -> frozenset[str]:

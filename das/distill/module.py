@@ -5,12 +5,27 @@ never move, called under ``torch.no_grad()``, left out of the optimizer, and lef
 saved checkpoint (it is rebuilt from its spec and checkpoint path, which are hyperparameters).
 With no teacher, the same module trains its network from scratch with cross-entropy: that is
 how das trains the quickstart's teacher and the no-teacher baseline.
+
+The objective is a :class:`~das.distill.losses.LossSpec` read from the ``losses`` config (any
+registered loss, weighted). Logit losses (``ce``, ``kd``) take the two networks' logits once per
+batch; feature losses are computed on every feature pair (:mod:`das.distill.pairing`:
+``"final"`` maps only, ``"stages"``, or pairs named in the config) and averaged over the pairs:
+``cosine`` and ``fitnet`` on the student map projected to the teacher's width (and spatially
+aligned), ``relation`` on the raw maps. Feature maps are captured with forward hooks only when a
+term of non-zero weight reads them.
+
+Without a teacher, the terms that read anything but the student's logits and the labels (KD and
+every feature loss) are left out, and the rest (``ce``, label smoothing included) is trained:
+the no-teacher baseline of a distillation run is built from the same hyperparameters with
+``teacher=None``, so it must train on the same config's label terms. A config that leaves no
+label term with non-zero weight cannot train alone and is refused (:func:`alone_terms`).
 """
 
 from __future__ import annotations
 
+import copy
 import warnings
-from typing import Any
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -18,7 +33,8 @@ import torch.nn.functional as F
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 
-from das.distill.losses import cosine_feature_loss, kd_loss, projector
+from das.distill.losses import LossConfig, LossInputs, LossSpec, LossTerm, LossValues
+from das.distill.pairing import FeaturePair, FeatureProjectors, pair_by_names, pair_stages
 from das.distill.rng import rng_states, set_rng_states
 from das.errors import DasError
 from das.features import FeaturePoint, FeatureTap, feature_points, final_point
@@ -34,20 +50,62 @@ class NonFiniteLoss(DasError, FloatingPointError):
     """The training loss became NaN or infinite: a user-fixable setting (usually the learning rate)."""
 
 
+#: Today's recipe: CE + Hinton KD at T=4 + the cosine loss on the final feature maps.
+DEFAULT_LOSSES: LossConfig = {"ce": 1.0, "kd": {"weight": 1.0, "temperature": 4.0}, "cosine": {"weight": 1.0, "scale": 1.0}}
+
+#: ``"final"`` (the pre-pool maps), ``"stages"`` (pair_stages), or ``[[student_module, teacher_module], ...]``.
+FeaturePairs = Literal["final", "stages"] | list[tuple[str, str]]
+
+#: The inputs a term may read and still train without a teacher.
+LABEL_INPUTS = frozenset({"student_logits", "targets"})
+FEATURE_INPUTS = frozenset({"student_features", "teacher_features", "student_projected"})
+
+
+def needs_teacher(term: LossTerm) -> bool:
+    """Whether ``term`` reads anything besides the student's logits and the labels."""
+    return not set(term.loss.needs) <= LABEL_INPUTS
+
+
+def alone_terms(spec: LossSpec) -> list[LossTerm]:
+    """The terms of non-zero weight that train a student without a teacher, or a DasError if none."""
+    terms = [t for t in spec.terms if t.weight > 0 and not needs_teacher(t)]
+    if not terms:
+        raise DasError(
+            f"losses={spec.to_config()} has no term that trains without a teacher (the no-teacher baseline and "
+            "teacher-less runs need one); add ce, e.g. ce: 1.0, or run with --baseline false"
+        )
+    return terms
+
+
+def make_pairs(choice: FeaturePairs, student_points: list[FeaturePoint], teacher_points: list[FeaturePoint]) -> list[FeaturePair]:
+    """The feature pairs ``choice`` names (see :data:`FeaturePairs`)."""
+    if choice == "final":
+        return [FeaturePair(final_point(student_points), final_point(teacher_points))]
+    if choice == "stages":
+        return pair_stages(student_points, teacher_points)
+    if isinstance(choice, str) or not all(not isinstance(p, str) and len(p) == 2 for p in choice):
+        raise DasError(f"feature_pairs={choice!r} must be 'final', 'stages' or a list of [student_module, teacher_module] pairs")
+    return pair_by_names(student_points, teacher_points, [(str(s), str(t)) for s, t in choice])
+
+
 class DistillModule(L.LightningModule):
-    """Distil ``teacher`` into ``student`` with CE + KD + a cosine feature loss.
+    """Distil ``teacher`` into ``student`` with a weighted sum of registered losses.
 
     Args:
         student: the network to train: a path to an architecture JSON (e.g. a search's
             ``best_arch.json``), an inline ArchSpec JSON, or a teacher spec such as ``resnet20``.
         teacher: a teacher spec (``resnet20``, ``timm:NAME``, ``module:function``); None trains
-            the student alone with cross-entropy.
+            the student alone on the label terms of ``losses`` (ce).
         teacher_checkpoint: local weights for the teacher, loaded strictly.
         num_classes: classifier outputs (linked to the data module's in train.py).
-        ce_weight: weight of the cross-entropy with the labels.
-        kd_weight: weight of the KD loss (ignored without a teacher).
-        kd_temperature: softmax temperature T of the KD loss (> 0).
-        feature_scale: scale of the cosine feature loss on the final feature maps; 0 disables it.
+        losses: the training objective, loss name → weight or ``{weight: w, option: value}``
+            (names from ``das.distill.LOSSES``: ce, kd, cosine, relation, fitnet); default
+            ce 1 + kd (weight 1, temperature 4) + cosine (weight 1, scale 1). Without a teacher
+            only the label terms (ce) apply.
+        feature_pairs: which feature maps the feature losses compare: ``final`` (the pre-pool
+            maps), ``stages`` (each student stage with the teacher map of the same or nearest
+            reduction), or a list of ``[student_module, teacher_module]`` names of declared
+            feature maps. Feature losses are averaged over the pairs.
         lr: peak SGD learning rate, annealed to 0 by a cosine schedule over the run.
         momentum: SGD momentum (Nesterov).
         weight_decay: L2 weight decay, applied to conv/linear weights only (not BN or biases).
@@ -63,10 +121,8 @@ class DistillModule(L.LightningModule):
         teacher: str | None = None,
         teacher_checkpoint: str | None = None,
         num_classes: int = 10,
-        ce_weight: float = 1.0,
-        kd_weight: float = 1.0,
-        kd_temperature: float = 4.0,
-        feature_scale: float = 1.0,
+        losses: LossConfig = DEFAULT_LOSSES,
+        feature_pairs: FeaturePairs = "final",
         lr: float = 0.05,
         momentum: float = 0.9,
         weight_decay: float = 5e-4,
@@ -74,31 +130,42 @@ class DistillModule(L.LightningModule):
         student_spec: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        for name, value in {"kd_temperature": kd_temperature, "lr": lr}.items():
-            if value <= 0:
-                raise DasError(f"{name}={value} must be > 0")
-        for name, value in {"ce_weight": ce_weight, "kd_weight": kd_weight, "feature_scale": feature_scale, "weight_decay": weight_decay}.items():
-            if value < 0:
-                raise DasError(f"{name}={value} must be >= 0")
+        if lr <= 0:
+            raise DasError(f"lr={lr} must be > 0")
+        if weight_decay < 0:
+            raise DasError(f"weight_decay={weight_decay} must be >= 0")
+        self.loss_spec = LossSpec.from_config(losses)
         if teacher is None and teacher_checkpoint is not None:
             raise DasError(f"teacher_checkpoint={teacher_checkpoint!r} is given but no teacher; set --model.teacher to the checkpoint's architecture")
         if student_spec is None and (student.endswith(".json") or student.lstrip().startswith("{")):
             student_spec = ArchSpec.load(student).to_dict() if student.endswith(".json") else ArchSpec.from_json(student).to_dict()
+        losses = copy.deepcopy(dict(losses))  # the default is shared; the saved hparams must not be
         self.save_hyperparameters()
         example = torch.zeros(2, *input_size)
         self.student = build_model(ArchSpec.from_dict(student_spec) if student_spec else student, num_classes)
         self.student_points = feature_points(self.student, example)
         self.teacher: nn.Module | None = None
-        self.projector: nn.Module = nn.Identity()
-        if teacher is not None:
+        self.pairs: list[FeaturePair] = []
+        if teacher is None:
+            self.terms = alone_terms(self.loss_spec)
+        else:
+            self.terms = [t for t in self.loss_spec.terms if t.weight > 0]
+            if not self.terms:
+                raise DasError(f"losses={self.loss_spec.to_config()} has every weight 0, so nothing would train; give at least one term a weight > 0")
             self.teacher = build_model(teacher, num_classes, checkpoint=teacher_checkpoint)
             self.teacher.requires_grad_(False).eval()
             self.teacher_points = feature_points(self.teacher, example)
-            self.projector = projector(final_point(self.student_points).channels, final_point(self.teacher_points).channels)
+            self.pairs = make_pairs(feature_pairs, self.student_points, self.teacher_points)
+        # One projector per pair (identity where widths agree); empty without a teacher. Built
+        # whenever there is a teacher so a run's parameters and random draws do not depend on the weights.
+        self.projectors = FeatureProjectors(self.pairs)
+        self.feature_terms = [t for t in self.terms if set(t.loss.needs) & FEATURE_INPUTS]
+        self.logit_terms = [t for t in self.terms if t not in self.feature_terms]
 
     @property
     def uses_features(self) -> bool:
-        return self.teacher is not None and self.hparams.feature_scale > 0
+        """Whether a training step captures feature maps (a term of non-zero weight reads them)."""
+        return bool(self.feature_terms)
 
     def train(self, mode: bool = True) -> DistillModule:
         """Switch the student to ``mode`` but keep the teacher in eval mode, always."""
@@ -110,36 +177,59 @@ class DistillModule(L.LightningModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.student(x)
 
-    def _run(self, model: nn.Module, points: list[FeaturePoint], x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def describe_pairs(self) -> str | None:
+        """One line naming the feature pairs and the losses taken on them; None when no term reads features."""
         if not self.uses_features:
-            return model(x), None
-        name = final_point(points).module
-        with FeatureTap(model, [name]) as tap:
+            return None
+        names = ", ".join(t.name for t in self.feature_terms)
+        return f"feature pairs ({names}, averaged over {len(self.pairs)}): " + "; ".join(p.describe() for p in self.pairs)
+
+    def on_train_start(self) -> None:
+        if line := self.describe_pairs():
+            self.print(line)
+
+    def _run(self, model: nn.Module, names: list[str], x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """The logits and the outputs of ``names`` (in that order; none unless a term reads features)."""
+        if not self.uses_features:
+            return model(x), []
+        with FeatureTap(model, list(dict.fromkeys(names))) as tap:
             logits = model(x)
-        return logits, tap.outputs[name]
+        return logits, [tap.outputs[n] for n in names]
+
+    def compute_losses(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, LossValues]:
+        """The student's logits and the training objective on one batch: the weighted total and each term's value."""
+        logits, s_maps = self._run(self.student, [p.student.module for p in self.pairs], x)
+        t_logits, t_maps = None, []
+        if self.teacher is not None:
+            with torch.no_grad():  # the teacher runs once per batch, frozen, in eval mode
+                t_logits, t_maps = self._run(self.teacher, [p.teacher.module for p in self.pairs], x)
+        inputs = LossInputs(student_logits=logits, teacher_logits=t_logits, targets=y)
+        values = {t.name: t(inputs) for t in self.logit_terms}
+        if self.feature_terms:
+            raw = [LossInputs(student_features=s, teacher_features=t) for s, t in zip(s_maps, t_maps)]
+            projected = raw
+            if any("student_projected" in t.loss.needs for t in self.feature_terms):
+                projected = [LossInputs(student_features=s, student_projected=p, teacher_features=t)
+                             for s, (p, t) in zip(s_maps, self.projectors(s_maps, t_maps))]
+            for term in self.feature_terms:
+                per_pair = projected if "student_projected" in term.loss.needs else raw
+                values[term.name] = torch.stack([term(i) for i in per_pair]).mean()
+        weights = {t.name: t.weight for t in self.terms}
+        total = sum(weights[n] * v for n, v in values.items())
+        return logits, LossValues(total, values)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _idx: int) -> torch.Tensor:
         x, y = batch
         hp = self.hparams
-        logits, s_map = self._run(self.student, self.student_points, x)
-        ce = F.cross_entropy(logits, y)
-        loss = hp.ce_weight * ce
-        if self.teacher is not None:
-            with torch.no_grad():
-                t_logits, t_map = self._run(self.teacher, self.teacher_points, x)
-            kd = kd_loss(logits, t_logits, hp.kd_temperature)
-            loss = loss + hp.kd_weight * kd
-            self.log("train/kd", kd)
-            if s_map is not None and t_map is not None:
-                feat = cosine_feature_loss(self.projector(s_map), t_map, hp.feature_scale)
-                loss = loss + feat
-                self.log("train/feature", feat)
+        logits, values = self.compute_losses(x, y)
+        loss = values.total
         if not torch.isfinite(loss):
             raise NonFiniteLoss(
                 f"training loss became {loss.item()} at epoch {self.current_epoch}, step {self.global_step} with model.lr={hp.lr:g}; "
                 "lower it (the quickstart uses 0.05)"
             )
-        self.log("train/ce", ce)
+        for name, value in values.terms.items():
+            self.log(f"train/{name}", value)
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/acc", (logits.argmax(1) == y).float().mean(), prog_bar=True)
         return loss
@@ -158,7 +248,7 @@ class DistillModule(L.LightningModule):
 
     def configure_optimizers(self) -> dict[str, Any]:
         hp = self.hparams
-        trainable = [p for p in list(self.student.parameters()) + list(self.projector.parameters()) if p.requires_grad]
+        trainable = [p for p in list(self.student.parameters()) + list(self.projectors.parameters()) if p.requires_grad]
         # Decaying BN scales and biases only shrinks them toward a worse optimum (Goyal et al. 2017).
         decay = [p for p in trainable if p.ndim > 1]
         no_decay = [p for p in trainable if p.ndim <= 1]

@@ -46,13 +46,32 @@ def plain(value: object) -> object:
 def test_a_config_file_means_what_it_says(path: Path) -> None:
     """Keys written in the file resolve to the file's values; every other key to the code's default."""
     cli = train.make_cli(["--config", str(path)], instantiate=False)
-    written = leaves(yaml.safe_load(path.read_text()))
+    tree = yaml.safe_load(path.read_text())
     defaults = cli.parser.get_defaults()
     for key in cli.config.keys():
         if key == "config":
             continue
-        expected = written[key] if key in written else defaults.get(key)
+        found, written = lookup(tree, key)  # a dict-valued key such as model.losses is one value
+        expected = written if found else defaults.get(key)
         assert plain(cli.config.get(key)) == plain(expected), f"{path.name}: {key}"
+
+
+def lookup(tree: dict, key: str) -> tuple[bool, object]:
+    for part in key.split("."):
+        if not isinstance(tree, dict) or part not in tree:
+            return False, None
+        tree = tree[part]
+    return True, tree
+
+
+def test_the_losses_block_builds_the_module_it_describes() -> None:
+    """The configs' losses and feature_pairs reach DistillModule: its LossSpec is the file's block."""
+    from das.distill import LossSpec
+    for path in DISTILL_CONFIGS:
+        cfg = train.make_cli(["--config", str(path)], instantiate=False).config
+        written = yaml.safe_load(path.read_text())["model"]
+        assert LossSpec.from_config(cfg.model.losses) == LossSpec.from_config(written["losses"]), path.name
+        assert cfg.model.feature_pairs == written["feature_pairs"], path.name
 
 
 def test_the_cifar_config_does_not_inherit_the_quickstart() -> None:
@@ -138,6 +157,18 @@ def error_line(err: str) -> str:
 def test_argument_errors_are_one_line_and_exit_1(argv, expected, capsys) -> None:
     assert guarded(train.main, [*TINY, *argv]) == USER_ERROR
     assert expected in error_line(capsys.readouterr().err)
+
+
+@pytest.mark.parametrize(("losses", "expected"), [
+    ("{ce: 1, kdd: 1}", "unknown distillation loss 'kdd'"),  # a bad loss name
+    ("{ce: 1, kd: -1}", "loss 'kd' weight=-1"),  # a negative weight
+    ("{kd: 1}", "add ce"),  # the baseline could not train: refused before the distilled run
+])
+def test_a_bad_loss_config_is_one_line_and_trains_nothing(losses, expected, tmp_path, capsys) -> None:
+    root = tmp_path / "run"
+    assert guarded(train.main, [*TINY, "--trainer.default_root_dir", str(root), "--model.losses", losses]) == USER_ERROR
+    assert expected in error_line(capsys.readouterr().err)
+    assert not (root / "checkpoints").exists()
 
 
 def test_tensorboard_logger_without_tensorboard_says_how_to_install(tmp_path, capsys) -> None:

@@ -1,14 +1,18 @@
-"""The DistillModule keeps its teacher frozen and out of the optimizer and the checkpoint."""
+"""The DistillModule trains on its loss config over its feature pairs, and keeps its teacher frozen,
+out of the optimizer and out of the checkpoint."""
 
 from __future__ import annotations
 
 import lightning as L
 import pytest
 import torch
+import torch.nn.functional as F
 
 from das.data import DasDataModule
-from das.distill import DistillModule
+from das.distill import DistillModule, cosine_feature_loss, fitnet_loss, kd_loss, relation_loss
 from das.errors import DasError
+from das.features import FeatureTap
+from tests.tinynets import batch
 
 TEACHER = "tests.tinynets:TinyNet"
 
@@ -22,9 +26,14 @@ def trainer(tmp_path, steps: int = 2) -> L.Trainer:
                      enable_model_summary=False, limit_val_batches=1, limit_test_batches=1, accelerator="cpu")
 
 
-def test_teacher_is_frozen_and_untouched_by_training(tmp_path) -> None:
-    module = DistillModule(student=TEACHER, teacher=TEACHER, input_size=(3, 8, 8))
-    before = {k: v.clone() for k, v in module.teacher.state_dict().items()}
+@pytest.mark.parametrize(("student", "teacher", "pairs"), [
+    (TEACHER, TEACHER, "final"),
+    ("resnet20", "resnet56", "stages"),  # three pairs, BatchNorm in every block of the teacher
+])
+def test_teacher_is_frozen_and_untouched_by_training(tmp_path, student, teacher, pairs) -> None:
+    module = DistillModule(student=student, teacher=teacher, input_size=(3, 8, 8), feature_pairs=pairs,
+                           losses={"ce": 1.0, "kd": 1.0, "cosine": 1.0, "relation": 1.0, "fitnet": 1.0})
+    before = {k: v.clone() for k, v in module.teacher.state_dict().items()}  # BN running statistics included
     trainer(tmp_path).fit(module, datamodule=tiny_data())
     assert not module.teacher.training
     assert all(not p.requires_grad for p in module.teacher.parameters())
@@ -57,19 +66,93 @@ def test_checkpoint_omits_the_teacher_and_reloads(tmp_path) -> None:
         assert torch.equal(value, reloaded.student.state_dict()[key])
 
 
-def test_without_teacher_it_trains_alone(tmp_path) -> None:
-    module = DistillModule(student=TEACHER, input_size=(3, 8, 8))
+def test_without_teacher_it_trains_alone_on_the_label_terms(tmp_path) -> None:
+    """The default recipe (ce + kd + cosine) without a teacher is ce alone: the baseline's case."""
+    module = DistillModule(student=TEACHER, input_size=(3, 8, 8), losses={"ce": {"weight": 1.0, "label_smoothing": 0.1}, "kd": 1.0, "cosine": 1.0})
+    assert [t.name for t in module.terms] == ["ce"] and not module.uses_features and not list(module.projectors.parameters())
+    x, y = batch(size=8)
+    logits, values = module.compute_losses(x, y)
+    assert list(values.terms) == ["ce"] and torch.allclose(values.total, F.cross_entropy(logits, y, label_smoothing=0.1))
     trainer(tmp_path).fit(module, datamodule=tiny_data())
-    assert module.teacher is None and isinstance(module.projector, torch.nn.Identity)
+    assert module.teacher is None
 
 
 def test_projector_appears_when_widths_differ() -> None:
     module = DistillModule(student=TEACHER, teacher="tests.tinynets:wide_tiny_net", input_size=(3, 8, 8))
-    assert isinstance(module.projector, torch.nn.Conv2d)
-    assert module.projector.in_channels == 8 and module.projector.out_channels == 16
+    (proj,) = module.projectors.projectors
+    assert isinstance(proj, torch.nn.Conv2d) and proj.in_channels == 8 and proj.out_channels == 16
+    assert [p.describe() for p in module.pairs] == ["body (8 ch, /1) -> body (16 ch, /1)"]  # "final", the default
 
 
-@pytest.mark.parametrize("bad", [{"kd_temperature": 0.0}, {"lr": -1.0}, {"feature_scale": -0.5}])
-def test_bad_hyperparameters_are_named(bad) -> None:
-    with pytest.raises(DasError, match=next(iter(bad))):
-        DistillModule(student=TEACHER, **bad)
+def test_training_loss_is_the_weighted_sum_of_the_registered_terms() -> None:
+    """Every registered loss at once, checked against the plain loss functions with the module's projector."""
+    losses = {"ce": 0.5, "kd": {"weight": 2.0, "temperature": 3.0}, "cosine": {"weight": 0.7, "scale": 2.0}, "fitnet": 0.3, "relation": 1.5}
+    module = DistillModule(student=TEACHER, teacher="tests.tinynets:wide_tiny_net", input_size=(3, 8, 8), losses=losses)
+    x, y = batch(size=8)
+    logits, values = module.compute_losses(x, y)
+
+    with FeatureTap(module.student, ["body"]) as s_tap:
+        s_logits = module.student(x)
+    with torch.no_grad(), FeatureTap(module.teacher, ["body"]) as t_tap:
+        t_logits = module.teacher(x)
+    s_map, t_map = s_tap.outputs["body"], t_tap.outputs["body"]
+    projected = module.projectors.projectors[0](s_map)
+    hand = {
+        "ce": F.cross_entropy(s_logits, y),
+        "kd": kd_loss(s_logits, t_logits, 3.0),
+        "cosine": cosine_feature_loss(projected, t_map, 2.0),
+        "fitnet": fitnet_loss(projected, t_map),
+        "relation": relation_loss(s_map, t_map),  # raw maps: no projection
+    }
+    assert torch.allclose(logits, s_logits)
+    assert set(values.terms) == set(hand)
+    for name, value in hand.items():
+        assert torch.allclose(values.terms[name], value), name
+    total = 0.5 * hand["ce"] + 2.0 * hand["kd"] + 0.7 * hand["cosine"] + 0.3 * hand["fitnet"] + 1.5 * hand["relation"]
+    assert torch.allclose(values.total, total)
+    values.total.backward()
+    assert module.projectors.projectors[0].weight.grad is not None  # the projector learns
+
+
+def test_stage_pairs_give_three_pairs_and_feature_losses_average_over_them() -> None:
+    module = DistillModule(student="resnet20", teacher="resnet56", input_size=(3, 8, 8), feature_pairs="stages",
+                           losses={"cosine": {"weight": 2.0, "scale": 1.0}, "relation": 1.0})
+    assert [(p.student.module, p.teacher.module) for p in module.pairs] == [("layer1", "layer1"), ("layer2", "layer2"), ("layer3", "layer3")]
+    x, y = batch(n=4, size=8)
+    _, values = module.compute_losses(x, y)
+    names = ["layer1", "layer2", "layer3"]
+    with FeatureTap(module.student, names) as s_tap:
+        module.student(x)
+    with torch.no_grad(), FeatureTap(module.teacher, names) as t_tap:
+        module.teacher(x)
+    cos = torch.stack([cosine_feature_loss(s_tap.outputs[n], t_tap.outputs[n], 1.0) for n in names]).mean()
+    rel = torch.stack([relation_loss(s_tap.outputs[n], t_tap.outputs[n]) for n in names]).mean()
+    assert torch.allclose(values.terms["cosine"], cos) and torch.allclose(values.terms["relation"], rel)
+    assert torch.allclose(values.total, 2.0 * cos + rel)
+    line = module.describe_pairs()
+    assert line.startswith("feature pairs (cosine, relation, averaged over 3): layer1 (16 ch, /1) -> layer1 (16 ch, /1); layer2")
+
+
+def test_named_pairs_and_no_feature_capture_without_feature_terms() -> None:
+    module = DistillModule(student="resnet20", teacher="resnet56", input_size=(3, 8, 8), feature_pairs=[("layer2", "layer3")],
+                           losses={"ce": 1.0, "kd": 1.0, "cosine": 0.0})
+    assert [p.describe() for p in module.pairs] == ["layer2 (32 ch, /2) -> layer3 (64 ch, /4)"]
+    assert not module.uses_features  # cosine at weight 0: no hooks, no maps
+    with pytest.raises(DasError, match="valid student names: layer1, layer2, layer3"):
+        DistillModule(student="resnet20", teacher="resnet56", input_size=(3, 8, 8), feature_pairs=[("layer9", "layer3")])
+    with pytest.raises(DasError, match="feature_pairs='all'"):
+        DistillModule(student="resnet20", teacher="resnet56", input_size=(3, 8, 8), feature_pairs="all")
+
+
+@pytest.mark.parametrize(("bad", "expected"), [
+    ({"lr": -1.0}, "lr=-1.0"),
+    ({"losses": {"ce": 1.0, "kdd": 1.0}}, "unknown distillation loss 'kdd'.*kd"),
+    ({"losses": {"ce": 1.0, "kd": -1.0}}, "loss 'kd' weight=-1.0 must be"),
+    ({"losses": {"kd": {"weight": 1.0, "temperature": 0.0}}}, "temperature=0.0 must be > 0"),
+    ({"losses": {"ce": 0.0, "kd": 0.0}, "teacher": TEACHER}, "every weight 0, so nothing would train"),
+    ({"losses": {"kd": 1.0}}, "no term that trains without a teacher.*add ce"),
+])
+def test_bad_hyperparameters_are_one_line(bad, expected) -> None:
+    with pytest.raises(DasError, match=expected) as err:
+        DistillModule(student=TEACHER, input_size=(3, 8, 8), **bad)
+    assert "\n" not in str(err.value)

@@ -28,7 +28,9 @@ from das.search.config import BudgetConfig, SpaceConfig, StudyConfig, TeacherCon
 from das.search.objective import Candidate, Objective
 from das.search.reference import load_or_build_reference, random_members
 from das.search.results import RESCORED, leaderboard, plot_scores, rescored, trial_scores, write_best, write_leaderboard
-from das.search.study import COUNTED, FINISHED, Quota, count, make_storage, open_study, release_dead_trials, release_own_trials
+from das.search.study import (
+    COUNTED, FINISHED, Quota, count, make_storage, open_study, release_dead_trials, release_own_trials, stop_on_interrupt,
+)
 from das.search.teacher import check_teacher, prepare_teacher
 from das.spaces import SPACES, SearchSpace
 from das.spec import ArchSpec
@@ -115,11 +117,12 @@ def run_search(
                 pass
 
         try:
-            if remaining:
-                optuna_study.optimize(quota, n_trials=remaining, callbacks=[progress], catch=(FloatingPointError,))
-        except KeyboardInterrupt:  # between trials; inside one, the Quota catches it
+            with stop_on_interrupt(optuna_study) as ctrl_c:
+                if remaining:
+                    optuna_study.optimize(quota, n_trials=remaining, callbacks=[progress], catch=(FloatingPointError,))
+        except KeyboardInterrupt:  # a second Ctrl-C; inside a trial, the Quota catches it
             interrupted = True
-    interrupted = interrupted or quota.interrupted
+    interrupted = interrupted or ctrl_c["stopped"] or quota.interrupted
     release_own_trials(optuna_study)  # a Ctrl-C between a trial's creation and its start
     release_dead_trials(optuna_study)  # a process killed just before this run started is judged again
 

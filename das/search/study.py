@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -253,6 +255,36 @@ def _prune_running(study: optuna.Study, which: Callable[[optuna.trial.FrozenTria
             except (ValueError, RuntimeError):  # finished meanwhile
                 pass
     return released
+
+
+@contextmanager
+def stop_on_interrupt(study: optuna.Study) -> Iterator[dict[str, bool]]:
+    """First Ctrl-C: let the running trial finish, then stop the study; a second one interrupts at once.
+
+    A KeyboardInterrupt raised at an arbitrary point can land inside Optuna's own bookkeeping
+    (seen: while it records a finished trial, which Optuna 5.0 then reports as an
+    UnboundLocalError with a traceback). Stopping between trials never does. Yields a dict whose
+    ``"stopped"`` says whether Ctrl-C was pressed.
+    """
+    state = {"stopped": False}
+    if threading.current_thread() is not threading.main_thread():  # signals reach the main thread only
+        yield state
+        return
+
+    def on_interrupt(_signum: int, _frame: object) -> None:
+        if state["stopped"]:
+            raise KeyboardInterrupt
+        state["stopped"] = True
+        try:
+            study.stop()
+        except RuntimeError:  # outside the optimize loop: nothing left to stop
+            pass
+
+    previous = signal.signal(signal.SIGINT, on_interrupt)
+    try:
+        yield state
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def count(study: optuna.Study, states: tuple[TrialState, ...] = COUNTED) -> int:

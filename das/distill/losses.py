@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from das.errors import DasError, close_matches_hint
-from das.proxies.diswot import row_distance
+from das.proxies.diswot import relation_matrix, row_distance
 from das.registry import Registry
 
 
@@ -86,16 +86,6 @@ def _check_channels(name: str, student_map: torch.Tensor, teacher_map: torch.Ten
         )
 
 
-def relation_gram(feature_map: torch.Tensor) -> torch.Tensor:
-    """B×B sample-relation matrix ``F Fᵀ`` of a flattened feature map, rows L2-normalised.
-
-    The differentiable twin of :func:`das.proxies.diswot.relation_matrix`: same value, but in the
-    input's dtype and keeping the autograd graph (the proxy's version works in float64).
-    """
-    flat = feature_map.reshape(feature_map.shape[0], -1)
-    return F.normalize(flat @ flat.T, dim=1)
-
-
 def relation_loss(student_map: torch.Tensor, teacher_map: torch.Tensor) -> torch.Tensor:
     """‖G_t − G_s‖²_F / B², the value DisWOT's relation proxy scores (a dead student row costs 4).
 
@@ -103,7 +93,7 @@ def relation_loss(student_map: torch.Tensor, teacher_map: torch.Tensor) -> torch
     """
     if student_map.shape[0] != teacher_map.shape[0]:
         raise DasError(f"relation loss needs equal batch sizes, got student {student_map.shape[0]} and teacher {teacher_map.shape[0]}")
-    g_t, g_s = relation_gram(teacher_map), relation_gram(student_map)
+    g_t, g_s = relation_matrix(teacher_map), relation_matrix(student_map)
     return row_distance(g_t, g_s).sum() / g_t.numel()
 
 

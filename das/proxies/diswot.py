@@ -63,8 +63,12 @@ DEFAULT_TEACHER_INIT = "random"
 
 
 def relation_matrix(feature_map: torch.Tensor) -> torch.Tensor:
-    """B×B sample-relation matrix of a feature map, rows L2-normalised (zero rows stay zero)."""
-    flat = feature_map.reshape(feature_map.shape[0], -1).double()
+    """B×B sample-relation matrix of a feature map, rows L2-normalised (zero rows stay zero).
+
+    Computed in the input's dtype and differentiable, so the ``relation`` training loss uses it
+    too; the proxy passes float64 maps.
+    """
+    flat = feature_map.reshape(feature_map.shape[0], -1)
     return F.normalize(flat @ flat.T, dim=1)
 
 
@@ -156,7 +160,7 @@ class DisWOTReference:
 
     @classmethod
     def from_capture(cls, cap: Capture, targets: torch.Tensor) -> DisWOTReference:
-        return cls(relation_matrix(cap.final_map), classifier_weight_grad(cap.classifier_input, cap.logits, targets))
+        return cls(relation_matrix(cap.final_map.double()), classifier_weight_grad(cap.classifier_input, cap.logits, targets))
 
     @classmethod
     def from_teacher(

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from das.features import FeaturePoint
-from teachers import register_teacher
+from teachers.registry import register_teacher
 
 
 class PadShortcut(nn.Module):

@@ -14,6 +14,10 @@ batch; feature losses are computed on every feature pair (:mod:`das.distill.pair
 aligned), ``relation`` on the raw maps. Feature maps are captured with forward hooks only when a
 term of non-zero weight reads them.
 
+The optimiser, LR schedule, warmup and weight-decay groups are flat arguments, checked on
+creation and built by :mod:`das.distill.optim`. Validation and test log top-1 (``{stage}/acc``)
+and top-5 (``{stage}/top5``) accuracy as fractions, and the cross-entropy (``{stage}/loss``).
+
 Without a teacher, the terms that read anything but the student's logits and the labels (KD and
 every feature loss) are left out, and the rest (``ce``, label smoothing included) is trained:
 the no-teacher baseline of a distillation run is built from the same hyperparameters with
@@ -34,6 +38,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 
 from das.distill.losses import LossConfig, LossInputs, LossSpec, LossTerm, LossValues
+from das.distill.optim import OptimConfig, build_optimizer, build_scheduler, param_groups, trainer_steps
 from das.distill.pairing import FeaturePair, FeatureProjectors, pair_by_names, pair_stages
 from das.distill.rng import rng_states, set_rng_states
 from das.errors import DasError
@@ -77,6 +82,12 @@ def alone_terms(spec: LossSpec) -> list[LossTerm]:
     return terms
 
 
+def topk_accuracy(logits: torch.Tensor, targets: torch.Tensor, k: int) -> torch.Tensor:
+    """The fraction of rows whose target is among the ``k`` largest logits (``k`` capped at the class count)."""
+    top = logits.topk(min(k, logits.shape[1]), dim=1).indices
+    return (top == targets[:, None]).any(dim=1).float().mean()
+
+
 def make_pairs(choice: FeaturePairs, student_points: list[FeaturePoint], teacher_points: list[FeaturePoint]) -> list[FeaturePair]:
     """The feature pairs ``choice`` names (see :data:`FeaturePairs`)."""
     if choice == "final":
@@ -106,9 +117,22 @@ class DistillModule(L.LightningModule):
             maps), ``stages`` (each student stage with the teacher map of the same or nearest
             reduction), or a list of ``[student_module, teacher_module]`` names of declared
             feature maps. Feature losses are averaged over the pairs.
-        lr: peak SGD learning rate, annealed to 0 by a cosine schedule over the run.
-        momentum: SGD momentum (Nesterov).
-        weight_decay: L2 weight decay, applied to conv/linear weights only (not BN or biases).
+        optimizer: ``sgd`` or ``adamw`` (names from ``das.distill.optim.OPTIMIZERS``).
+        lr: peak learning rate, reached after any warmup; the schedule runs from it.
+        momentum: SGD momentum, in [0, 1) (sgd only).
+        nesterov: Nesterov momentum (sgd only; ignored when momentum is 0).
+        weight_decay: weight decay (L2 for sgd, decoupled for adamw), >= 0; not applied to
+            norm-layer parameters and biases unless ``decay_norm_and_bias``.
+        betas: AdamW's two moment coefficients, each in [0, 1) (adamw only).
+        schedule: the LR per optimizer step: ``cosine`` (to 0 at the end of the run), ``step``
+            (times ``gamma`` at each of ``milestones``) or ``constant``.
+        warmup_epochs: epochs of linear warmup from ~0 to ``lr`` before the schedule (fractions
+            allowed; 0 for none); must be shorter than the run.
+        milestones: for ``step``: the epochs, strictly increasing and counted from the run's
+            start (all after the warmup), at which the LR is multiplied by ``gamma``.
+        gamma: the step schedule's factor, in (0, 1].
+        decay_norm_and_bias: also decay norm-layer (BatchNorm, GroupNorm, LayerNorm, ...)
+            parameters and biases, which are left undecayed by default.
         input_size: (C, H, W) of one input, used to infer feature points of models that
             declare none.
         student_spec: filled in automatically so a checkpoint rebuilds its student without
@@ -123,17 +147,26 @@ class DistillModule(L.LightningModule):
         num_classes: int = 10,
         losses: LossConfig = DEFAULT_LOSSES,
         feature_pairs: FeaturePairs = "final",
+        optimizer: str = "sgd",
         lr: float = 0.05,
         momentum: float = 0.9,
+        nesterov: bool = True,
         weight_decay: float = 5e-4,
+        betas: tuple[float, float] = (0.9, 0.999),
+        schedule: str = "cosine",
+        warmup_epochs: float = 0.0,
+        milestones: list[int] | None = None,
+        gamma: float = 0.1,
+        decay_norm_and_bias: bool = False,
         input_size: tuple[int, int, int] = (3, 32, 32),
         student_spec: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        if lr <= 0:
-            raise DasError(f"lr={lr} must be > 0")
-        if weight_decay < 0:
-            raise DasError(f"weight_decay={weight_decay} must be >= 0")
+        self.optim = OptimConfig(
+            optimizer=optimizer, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay, betas=betas,
+            schedule=schedule, warmup_epochs=warmup_epochs, milestones=None if milestones is None else tuple(milestones),
+            gamma=gamma, decay_norm_and_bias=decay_norm_and_bias,
+        )
         self.loss_spec = LossSpec.from_config(losses)
         if teacher is None and teacher_checkpoint is not None:
             raise DasError(f"teacher_checkpoint={teacher_checkpoint!r} is given but no teacher; set --model.teacher to the checkpoint's architecture")
@@ -225,20 +258,23 @@ class DistillModule(L.LightningModule):
         loss = values.total
         if not torch.isfinite(loss):
             raise NonFiniteLoss(
-                f"training loss became {loss.item()} at epoch {self.current_epoch}, step {self.global_step} with model.lr={hp.lr:g}; "
-                "lower it (the quickstart uses 0.05)"
+                f"training loss became {loss.item()} at epoch {self.current_epoch}, step {self.global_step} with model.lr={hp.lr:g} "
+                f"({self.optim.optimizer}); lower it (the quickstart's sgd uses 0.05)"
             )
         for name, value in values.terms.items():
             self.log(f"train/{name}", value)
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/acc", (logits.argmax(1) == y).float().mean(), prog_bar=True)
+        self.log("train/top5", topk_accuracy(logits.detach(), y, 5))
         return loss
 
     def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> None:
         x, y = batch
         logits = self.student(x)
-        self.log(f"{stage}/loss", F.cross_entropy(logits, y))
-        self.log(f"{stage}/acc", (logits.argmax(1) == y).float().mean(), prog_bar=True)
+        # sync_dist: under DDP each process sees a shard; the logged (and monitored) value is their mean.
+        self.log(f"{stage}/loss", F.cross_entropy(logits, y), sync_dist=True)
+        self.log(f"{stage}/acc", (logits.argmax(1) == y).float().mean(), prog_bar=True, sync_dist=True)
+        self.log(f"{stage}/top5", topk_accuracy(logits, y, 5), sync_dist=True)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], _idx: int) -> None:
         self._evaluate(batch, "val")
@@ -247,17 +283,9 @@ class DistillModule(L.LightningModule):
         self._evaluate(batch, "test")
 
     def configure_optimizers(self) -> dict[str, Any]:
-        hp = self.hparams
-        trainable = [p for p in list(self.student.parameters()) + list(self.projectors.parameters()) if p.requires_grad]
-        # Decaying BN scales and biases only shrinks them toward a worse optimum (Goyal et al. 2017).
-        decay = [p for p in trainable if p.ndim > 1]
-        no_decay = [p for p in trainable if p.ndim <= 1]
-        optimizer = torch.optim.SGD(
-            [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=hp.lr, momentum=hp.momentum, nesterov=hp.momentum > 0,
-        )
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+        """The student's and projectors' optimizer (never the teacher's) and its per-step LR schedule."""
+        optimizer = build_optimizer(param_groups([self.student, self.projectors], self.optim.weight_decay, self.optim.decay_norm_and_bias), self.optim)
+        scheduler = build_scheduler(optimizer, self.optim, *trainer_steps(self.trainer))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -130,6 +131,22 @@ def test_results_report_the_teacher_and_the_comparison(tmp_path, capsys) -> None
     assert results["test_images"] == 359  # the digits test split, the same images for all three
     assert (out / "baseline" / "student.pt").is_file() and (out / "baseline" / "checkpoints" / "last.ckpt").is_file()
     assert "seed noise" in capsys.readouterr().out
+
+
+def test_adamw_warmup_step_schedule_clipping_and_bf16_train_on_cpu(tmp_path) -> None:
+    """The optimiser flags and Lightning's own (clipping, bf16 autocast) on a CPU: the LR follows the schedule, top-5 is logged."""
+    out = tmp_path / "run"
+    argv = [*TINY, "--baseline", "false", "--trainer.max_epochs", "2", "--trainer.default_root_dir", str(out),
+            "--model.optimizer", "adamw", "--model.lr", "0.003", "--model.warmup_epochs", "0.67",  # 2 of 3 steps an epoch
+            "--model.schedule", "step", "--model.milestones", "[1]", "--model.gamma", "0.1",
+            "--trainer.gradient_clip_val", "0.5", "--trainer.precision", "bf16-mixed", "--trainer.log_every_n_steps", "1",
+            "--trainer.callbacks", "lightning.pytorch.callbacks.LearningRateMonitor"]
+    assert guarded(train.main, argv) == 0
+    rows = list(csv.DictReader((out / "logs" / "version_0" / "metrics.csv").open()))
+    lr_key = next(k for k in rows[0] if k.startswith("lr-AdamW"))
+    assert [float(r[lr_key]) for r in rows if r[lr_key]] == pytest.approx([0.001, 0.002, 0.003, 0.0003, 0.0003, 0.0003])
+    assert all(any(r.get(k) for r in rows) for k in ("train/top5", "val/top5", "test/top5", "test/acc"))
+    assert json.loads((out / "results.json").read_text())["distilled_test_acc"] >= 0
 
 
 def test_a_search_result_student_writes_next_to_its_arch_file(tmp_path) -> None:

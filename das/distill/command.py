@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from jsonargparse import Namespace
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger
@@ -32,6 +33,7 @@ from lightning.pytorch.loggers import CSVLogger
 from das.cli import INTERRUPTED, with_quickstart
 from das.data import DasDataModule
 from das.distill.compare import compare, verdict
+from das.distill.export import export_onnx
 from das.distill.losses import LOSSES, LossSpec
 from das.distill.module import DistillModule, alone_terms
 from das.distill.fit import (
@@ -179,6 +181,22 @@ def _test_batches(trainer: L.Trainer) -> int:
     return int(batches[0] if isinstance(batches, list) else batches)
 
 
+def save_student(module: DistillModule, path: Path, example: torch.Tensor, **info: Any) -> list[Path]:
+    """``student.pt`` and ``student.json``, and ``student.onnx`` beside them (checked against the eager student).
+
+    A network the ONNX exporter cannot handle costs its ``student.onnx`` only: one warning line,
+    and the trained run's ``student.pt`` and results are kept.
+    """
+    onnx_path = path.with_suffix(".onnx")
+    try:
+        check = export_onnx(module.student, example, onnx_path)
+    except Exception as err:  # an exotic student the exporter cannot handle must not lose the run it ended
+        reason = (str(err).strip().splitlines() or [""])[0][:300] or type(err).__name__
+        print(f"warning: {onnx_path} not written ({reason}); {path.name} and results.json are kept", file=sys.stderr)
+        return [export_student(module, path, onnx_max_abs_diff=None, onnx_error=reason, **info)]
+    return [export_student(module, path, onnx_max_abs_diff=check.max_abs_diff, **info), onnx_path]
+
+
 def loss_settings(spec: LossSpec) -> dict[str, float]:
     """The KD weight and temperature and the cosine loss's effective scale (weight × scale; 0 when absent) that the verdict names."""
     kd, cosine = spec.term("kd"), spec.term("cosine")
@@ -197,7 +215,9 @@ def main(argv: list[str]) -> int:
     try:
         distilled = fit_and_test(model, data, trainer, ckpt_path=cli.resume)
         test_images = min(len(data.subset("test")), _test_batches(trainer) * data.hparams.batch_size)
-        student_file = export_student(model, out / "student.pt", test_acc=distilled)
+        # The ONNX export's input: values don't shape the graph, but the check wants realistic ones.
+        example = torch.randn(2, *data.input_shape, generator=torch.Generator().manual_seed(0))
+        student_files = save_student(model, out / "student.pt", example, test_acc=distilled)
         results: dict[str, Any] = {
             "student": model.hparams.student, "teacher": model.hparams.teacher, "epochs": trainer.max_epochs,
             "distilled_test_acc": distilled, "test_images": test_images,
@@ -213,7 +233,7 @@ def main(argv: list[str]) -> int:
             root = out / BASELINE_DIR
             resume = last_checkpoint(root) if cli.resume else None
             results["baseline_test_acc"] = fit_and_test(alone, data, cli.instantiate_trainer(root=root, resuming=resume is not None), resume)
-            export_student(alone, root / "student.pt", test_acc=results["baseline_test_acc"])
+            save_student(alone, root / "student.pt", example, test_acc=results["baseline_test_acc"])
     except KeyboardInterrupt:
         kept = last_checkpoint(out / BASELINE_DIR) or last_checkpoint(out)
         where = f"the last finished epoch is kept in {kept}" if kept else "no epoch had finished, nothing to resume"
@@ -238,6 +258,6 @@ def main(argv: list[str]) -> int:
         print(f"  trained alone (same budget): test accuracy {results['baseline_test_acc']:.2f}%  "
               f"(distillation: {results['distillation_gain']:+.2f} points)")
         print(summary)
-    print(f"wrote {student_file}, {out / 'results.json'}, checkpoints under {out / 'checkpoints'}")
+    print(f"wrote {', '.join(map(str, student_files))}, {out / 'results.json'}, checkpoints under {out / 'checkpoints'}")
     return 0
 

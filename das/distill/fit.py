@@ -4,7 +4,8 @@ search.py uses this to train the quickstart teacher once (reused later), and tra
 the distilled student and the no-teacher baseline with the same budget.
 
 Where a run writes: everything under one root directory (``run_root``): ``checkpoints/``
-(``best.ckpt``, ``last.ckpt``), ``logs/`` (CSV metrics), ``student.pt``, ``results.json``.
+(``best.ckpt``, ``last.ckpt``), ``logs/`` (CSV metrics), ``student.pt``, ``results.json``, and from
+train.py ``student.onnx`` (das.distill.export).
 The checkpoint folder and the logger's folder are derived from that root here, never written in
 a YAML, so two runs never share a checkpoint and ``--ckpt_path last`` finds this run's only.
 """

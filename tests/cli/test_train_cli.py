@@ -130,7 +130,29 @@ def test_results_report_the_teacher_and_the_comparison(tmp_path, capsys) -> None
         assert key in results
     assert results["test_images"] == 359  # the digits test split, the same images for all three
     assert (out / "baseline" / "student.pt").is_file() and (out / "baseline" / "checkpoints" / "last.ckpt").is_file()
-    assert "seed noise" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "seed noise" in printed
+    assert f"wrote {out / 'student.pt'}, {out / 'student.onnx'}," in printed
+    for run in (out, out / "baseline"):
+        assert_onnx_gives_the_eager_student(run)
+
+
+def assert_onnx_gives_the_eager_student(run: Path) -> None:
+    """student.onnx, loaded on its own by onnxruntime, gives student.pt's outputs within 1e-5."""
+    import onnxruntime
+
+    from das.models import build_model
+
+    saved = torch.load(run / "student.pt", weights_only=True)
+    student = build_model(saved["student"], 10)
+    student.load_state_dict(saved["state_dict"])
+    session = onnxruntime.InferenceSession(str(run / "student.onnx"), providers=["CPUExecutionProvider"])
+    x = torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        eager = student.eval()(x).numpy()
+    (exported,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    assert abs(exported - eager).max() <= 1e-5
+    assert json.loads((run / "student.json").read_text())["onnx_max_abs_diff"] <= 1e-5
 
 
 def test_adamw_warmup_step_schedule_clipping_and_bf16_train_on_cpu(tmp_path) -> None:

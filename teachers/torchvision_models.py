@@ -1,11 +1,13 @@
 """``torchvision:NAME`` teachers and students: a torchvision classification model by name.
 
 The model is ``torchvision.models.get_model(NAME, weights=None, num_classes=...)``: built by name
-only, never downloaded (weights come from a local checkpoint). Its feature points are traced at
-ImageNet size: the final map is the input of the last global pooling layer before the last
+only, never downloaded (weights come from a local checkpoint). Its feature points are found at
+ImageNet size: the stages from torchvision's graph node names (:mod:`teachers.graph_stages`:
+``relu``, ``layer1`` ... ``layer3`` of a ResNet, the last block at each stride of a MobileNet or
+EfficientNet); the final map is the input of the last global pooling layer before the last
 ``nn.Linear`` (or, where the pooling is functional as in DenseNet, the last spatial map before
-it), and the logits are that Linear. Models without a channels-first 4-D map before their head
-(vision transformers) are refused.
+it), by one dry forward pass; the logits are that Linear. Models without a channels-first 4-D
+map before their head (vision transformers) are refused.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ from torch import nn
 from das.errors import DasError
 from das.features import FeaturePoint
 from teachers.registry import close_names_hint
-from teachers.tracing import DeclaredPoints, classifier_point, is_global_pool, is_nchw, no_map_error, producer, trace
+from teachers.graph_stages import graph_stages
+from teachers.tracing import Call, DeclaredPoints, classifier_point, is_global_pool, is_nchw, no_map_error, producer, trace
 
-__all__ = ["pooled_points", "torchvision_teacher"]
+__all__ = ["pooled_points", "torchvision_points", "torchvision_teacher"]
 
 # torchvision classification models are ImageNet networks; their points are traced at this size.
 _TORCHVISION_INPUT = (3, 224, 224)
@@ -35,13 +38,19 @@ def torchvision_teacher(name: str, num_classes: int) -> nn.Module:
             f"{close_names_hint(name, known, 'torchvision.models.list_models(module=torchvision.models)')}"
         )
     model = models.get_model(name, weights=None, num_classes=num_classes)
-    model.feature_points = DeclaredPoints(tuple(pooled_points(model, f"torchvision:{name}", _TORCHVISION_INPUT)))
+    model.feature_points = DeclaredPoints(tuple(torchvision_points(model, f"torchvision:{name}")))
     return model
 
 
-def pooled_points(model: nn.Module, what: str, size: tuple[int, int, int]) -> list[FeaturePoint]:
-    """Final map = the input of the last global pooling layer before the last nn.Linear."""
+def torchvision_points(model: nn.Module, what: str, size: tuple[int, int, int] = _TORCHVISION_INPUT) -> list[FeaturePoint]:
+    """Stages from the graph's node names, then the final map and the logits from a dry forward pass."""
     calls, _ = trace(model, "forward", size)
+    final, logits = pooled_points(model, calls, what, size)
+    return [*graph_stages(model, calls, final.module, size), final, logits]
+
+
+def pooled_points(model: nn.Module, calls: list[Call], what: str, size: tuple[int, int, int]) -> tuple[FeaturePoint, FeaturePoint]:
+    """Final map = the input of the last global pooling layer before the last nn.Linear; logits = that Linear."""
     linears = [i for i, c in enumerate(calls) if isinstance(c.module, nn.Linear)]
     if not linears:
         raise DasError(
@@ -64,4 +73,4 @@ def pooled_points(model: nn.Module, what: str, size: tuple[int, int, int]) -> li
         final = producer(before, pooled)
     assert isinstance(pooled, torch.Tensor) and final is not None
     logits = classifier_point(model, calls[linears[-1]].module, what)
-    return [FeaturePoint(final, pooled.shape[1], size[-1] // pooled.shape[-1], "final"), logits]
+    return FeaturePoint(final, pooled.shape[1], size[-1] // pooled.shape[-1], "final"), logits

@@ -1,35 +1,154 @@
-"""Build any network das knows from one string: a searched student or a teacher spec."""
+"""Build any network das knows from one string: a searched student or a teacher spec.
+
+A string names either an architecture of a search space (an :class:`ArchSpec`) or a network
+that is not one (a teacher spec, :func:`teachers.create_teacher`):
+
+- ``runs/x/best_arch.json``: the best architecture of a search, or any ArchSpec JSON file;
+- ``runs/x/leaderboard.csv#N``: the architecture ranked N in a search's leaderboard (1 is the
+  best, as the ``rank`` column prints it). The CSV shows each architecture's choices but not the
+  space's arguments, so the spec is read from the search's Optuna study, the trial the row
+  names: ``study.journal`` beside the CSV, or the storage that ``search_config.yaml`` beside it
+  records;
+- an inline ArchSpec JSON (``{"space": "nb201", "choices": {...}, "space_args": {...}}``);
+- a registered teacher name (``resnet20``), ``timm:NAME``, ``torchvision:NAME`` or
+  ``package.module:function``.
+"""
 
 from __future__ import annotations
 
+import csv
+import re
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
+from das.errors import DasError
 from das.spec import ArchSpec
+
+#: ``PATH.csv#N``; the part after ``#`` is checked separately so a bad rank gets its own message.
+_LEADERBOARD_ROW = re.compile(r"(?P<path>.+\.csv)(?:#(?P<rank>.*))?", re.IGNORECASE)
 
 
 def build_model(spec: str | ArchSpec, num_classes: int, checkpoint: str | None = None) -> nn.Module:
     """Build a network.
 
     Args:
-        spec: an :class:`ArchSpec`, a path to an architecture JSON (``best_arch.json``), an
-            inline ArchSpec JSON, or a teacher spec (``resnet20``, ``timm:NAME``,
-            ``torchvision:NAME``, ``package.module:function``).
+        spec: an :class:`ArchSpec`, a path to an architecture JSON (``best_arch.json``), a
+            leaderboard row (``leaderboard.csv#N``), an inline ArchSpec JSON, or a teacher spec
+            (``resnet20``, ``timm:NAME``, ``torchvision:NAME``, ``package.module:function``).
         num_classes: classifier outputs.
         checkpoint: optional local weights, loaded strictly.
     """
-    if isinstance(spec, str) and spec.lstrip().startswith("{"):
-        spec = ArchSpec.from_json(spec)
-    elif isinstance(spec, str) and spec.endswith(".json"):
-        spec = ArchSpec.load(Path(spec))
+    arch = arch_spec(spec)
+    if arch is None:
+        from teachers import create_teacher
+
+        return create_teacher(str(spec), checkpoint=checkpoint, num_classes=num_classes)
+    model = arch.build(num_classes)
+    if checkpoint:
+        from teachers.checkpoint import load_checkpoint
+
+        load_checkpoint(model, checkpoint)
+    return model
+
+
+def arch_spec(spec: str | ArchSpec) -> ArchSpec | None:
+    """The :class:`ArchSpec` that ``spec`` names, or None when it names a network of no search space.
+
+    An architecture file, a leaderboard row and inline JSON give their ArchSpec (so a student's
+    checkpoint can carry it); a teacher spec such as ``resnet20`` or ``timm:resnet18`` gives None.
+    """
     if isinstance(spec, ArchSpec):
-        model = spec.build(num_classes)
-        if checkpoint:
-            from teachers.checkpoint import load_checkpoint
+        return spec
+    text = spec.strip()
+    if text.startswith("{"):
+        return ArchSpec.from_json(text)
+    if text.endswith(".json"):
+        return ArchSpec.load(Path(text))
+    row = _LEADERBOARD_ROW.fullmatch(text)
+    if row:
+        return leaderboard_spec(row["path"], row["rank"])
+    return None
 
-            load_checkpoint(model, checkpoint)
-        return model
-    from teachers import create_teacher
 
-    return create_teacher(spec, checkpoint=checkpoint, num_classes=num_classes)
+def leaderboard_spec(path: str | Path, rank: str | int | None) -> ArchSpec:
+    """The architecture ranked ``rank`` in the leaderboard CSV at ``path`` (written by search.py).
+
+    Raises:
+        DasError: a rank that is not a positive integer, a missing or foreign CSV, a rank past
+            the last row, or a row whose spec cannot be found (no study beside the CSV).
+    """
+    path = Path(path)
+    shown = str(path) if rank is None else f"{path}#{rank}"
+    if rank is None or not re.fullmatch(r"[1-9][0-9]*", str(rank).strip()):
+        raise DasError(
+            f"leaderboard row {shown!r} must be PATH.csv#N with N a rank from its rank column "
+            "(1 is the best), e.g. runs/quickstart/leaderboard.csv#1"
+        )
+    rank = int(str(rank).strip())
+    if not path.is_file():
+        raise DasError(f"leaderboard {str(path)!r} does not exist; run search.py first or give an existing leaderboard.csv")
+    with path.open(newline="") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+        columns = reader.fieldnames or []
+    if "rank" not in columns:
+        raise DasError(f"{str(path)!r} is not a search leaderboard (it has no rank column; its columns: {', '.join(columns) or 'none'})")
+    found = [r for r in rows if (r.get("rank") or "").strip() == str(rank)]
+    if not found:
+        span = f"{len(rows)} rows (ranks 1–{len(rows)})" if rows else "no rows"
+        raise DasError(f"leaderboard {str(path)!r} has {span}; #{rank} is out of range")
+    row = found[0]
+    if (row.get("spec") or "").strip():  # a leaderboard that carries each row's spec JSON
+        return ArchSpec.from_json(row["spec"])
+    return _spec_from_study(path, rank, row)
+
+
+def _spec_from_study(path: Path, rank: int, row: dict[str, Any]) -> ArchSpec:
+    """The spec of the trial a leaderboard row names, read from the search's study."""
+    arch = (row.get("arch") or "").strip()
+    trial = (row.get("trial") or "").strip()
+    what = f"row #{rank} of {str(path)!r}" + (f" ({arch})" if arch else "")
+    if not trial.isdigit():
+        raise DasError(f"{what} has no architecture spec: it names no trial; pass the architecture as a best_arch.json or inline ArchSpec JSON")
+    study = _open_study(path, what)
+    attrs = next((t.user_attrs for t in study.get_trials(deepcopy=False) if t.number == int(trial)), None)
+    if attrs is None or "arch" not in attrs:
+        raise DasError(
+            f"{what} has no architecture spec: trial {trial} of study {study.study_name!r} records none; "
+            "was the leaderboard written by another study? rerun search.py in its run directory to rewrite it"
+        )
+    spec = ArchSpec.from_json(attrs["arch"])
+    if arch and str(spec) != arch:
+        raise DasError(
+            f"{what} names trial {trial}, but that trial of study {study.study_name!r} is {spec}; the leaderboard "
+            "and the study beside it are from different searches: rerun search.py in the run directory to rewrite it"
+        )
+    return spec
+
+
+def _open_study(path: Path, what: str):
+    """The Optuna study of the search that wrote the leaderboard at ``path``, as search_config.yaml records it."""
+    import optuna
+    import yaml
+
+    from das.search.study import hide_password, make_storage
+
+    run_dir = path.parent
+    config = run_dir / "search_config.yaml"
+    settings = (yaml.safe_load(config.read_text()) or {}) if config.is_file() else {}
+    study_cfg = settings.get("study") or {}
+    storage, name = study_cfg.get("storage"), study_cfg.get("study_name") or "das"
+    if storage is None or "://" not in storage:  # a journal file: the run directory's, unless configured
+        storage = str(run_dir / "study.journal") if storage is None else storage
+        if not Path(storage).is_file():
+            raise DasError(
+                f"{what} has no architecture spec: the leaderboard names trials of a study, and its journal "
+                f"{storage!r} does not exist; keep leaderboard.csv in its search's run directory"
+            )
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        return optuna.load_study(study_name=name, storage=make_storage(storage, run_dir))
+    except KeyError:
+        raise DasError(f"{what} has no architecture spec: study {name!r} is not in {hide_password(storage)!r}") from None

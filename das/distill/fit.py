@@ -24,6 +24,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from das.distill.module import DistillModule
 from das.errors import DasError
+from das.models import _LEADERBOARD_ROW  # the pattern build_model reads a leaderboard row with
 
 CHECKPOINT_DIR = "checkpoints"
 LOG_DIR = "logs"
@@ -91,21 +92,31 @@ def resolve_resume(ckpt_path: str | None, root_dir: str | Path) -> str | None:
 def run_root(default_root_dir: str | None, student: str) -> Path:
     """Where a train.py run writes: ``--trainer.default_root_dir`` when given, else next to the searched student.
 
-    A student given as a search result (``runs/x/best_arch.json``) writes to ``runs/x/distill``;
-    any other student (a spec such as ``resnet20``, inline JSON) needs an explicit root.
+    A student given as a search result, ``runs/x/best_arch.json`` or a leaderboard row
+    ``runs/x/leaderboard.csv#N``, writes to ``runs/x/distill``; any other student (a spec such as
+    ``resnet20``, inline JSON) needs an explicit root.
     """
     if student.endswith(".json") and not Path(student).is_file():
         raise DasError(
             f"model.student={student!r} does not exist; give a search's best_arch.json, an inline ArchSpec JSON "
             "or a network spec such as resnet20"
         )
+    row = _LEADERBOARD_ROW.fullmatch(student.strip())
+    leaderboard = Path(row["path"]) if row else None
+    if leaderboard is not None and not leaderboard.is_file():
+        raise DasError(
+            f"model.student={student!r}: leaderboard {str(leaderboard)!r} does not exist; "
+            "run search.py first or give an existing runs/x/leaderboard.csv#N"
+        )
     if default_root_dir is not None:
         return Path(default_root_dir)
     if student.endswith(".json"):
         return Path(student).parent / "distill"
+    if leaderboard is not None:
+        return leaderboard.parent / "distill"
     raise DasError(
-        f"model.student={student!r} is not a search result (best_arch.json), so there is no run directory to write to; "
-        "give one with --trainer.default_root_dir"
+        f"model.student={student!r} is not a search result (best_arch.json or leaderboard.csv#N), so there is no run "
+        "directory to write to; give one with --trainer.default_root_dir"
     )
 
 

@@ -43,7 +43,7 @@ from das.distill.pairing import FeaturePair, FeatureProjectors, pair_by_names, p
 from das.distill.rng import rng_states, set_rng_states
 from das.errors import DasError
 from das.features import FeaturePoint, FeatureTap, feature_points, final_point
-from das.models import build_model
+from das.models import arch_spec, build_model
 from das.spec import ArchSpec
 
 
@@ -104,7 +104,8 @@ class DistillModule(L.LightningModule):
 
     Args:
         student: the network to train: a path to an architecture JSON (e.g. a search's
-            ``best_arch.json``), an inline ArchSpec JSON, or a teacher spec such as ``resnet20``.
+            ``best_arch.json``), a leaderboard row (``runs/x/leaderboard.csv#N``), an inline
+            ArchSpec JSON, or a teacher spec such as ``resnet20``.
         teacher: a teacher spec (``resnet20``, ``timm:NAME``, ``module:function``); None trains
             the student alone on the label terms of ``losses`` (ce).
         teacher_checkpoint: local weights for the teacher, loaded strictly.
@@ -135,8 +136,8 @@ class DistillModule(L.LightningModule):
             parameters and biases, which are left undecayed by default.
         input_size: (C, H, W) of one input, used to infer feature points of models that
             declare none.
-        student_spec: filled in automatically so a checkpoint rebuilds its student without
-            the JSON file; leave unset.
+        student_spec: filled in automatically (for a student of a search space) so a
+            checkpoint rebuilds its student without the JSON file, leaderboard or study; leave unset.
     """
 
     def __init__(
@@ -170,10 +171,13 @@ class DistillModule(L.LightningModule):
         self.loss_spec = LossSpec.from_config(losses)
         if teacher is None and teacher_checkpoint is not None:
             raise DasError(f"teacher_checkpoint={teacher_checkpoint!r} is given but no teacher; set --model.teacher to the checkpoint's architecture")
-        if student_spec is None and (student.endswith(".json") or student.lstrip().startswith("{")):
-            student_spec = ArchSpec.load(student).to_dict() if student.endswith(".json") else ArchSpec.from_json(student).to_dict()
+        if student_spec is None and (arch := arch_spec(student)) is not None:
+            student_spec = arch.to_dict()
         losses = copy.deepcopy(dict(losses))  # the default is shared; the saved hparams must not be
         self.save_hyperparameters()
+        # Under LightningCLI, save_hyperparameters records the parsed arguments, not these locals,
+        # so the spec filled in above must be set by hand or train.py's checkpoints would lack it.
+        self.hparams["student_spec"] = student_spec
         example = torch.zeros(2, *input_size)
         self.student = build_model(ArchSpec.from_dict(student_spec) if student_spec else student, num_classes)
         self.student_points = feature_points(self.student, example)

@@ -54,6 +54,17 @@ def test_the_run_root_is_explicit_or_next_to_the_searched_student(tmp_path) -> N
         run_root(str(tmp_path), str(tmp_path / "nope.json"))
 
 
+def test_a_leaderboard_row_student_writes_next_to_its_leaderboard(tmp_path) -> None:
+    board = tmp_path / "search" / "leaderboard.csv"
+    board.parent.mkdir()
+    board.write_text("rank,trial,arch\n")
+    assert run_root(None, f"{board}#3") == board.parent / "distill"
+    assert run_root(str(tmp_path / "mine"), f"{board}#3") == tmp_path / "mine"
+    with pytest.raises(DasError, match="leaderboard .*nope.csv.* does not exist") as err:
+        run_root(None, str(tmp_path / "nope.csv#1"))
+    assert "\n" not in str(err.value)
+
+
 def test_last_resolves_in_this_root_only(tmp_path) -> None:
     with pytest.raises(DasError, match="last.ckpt"):
         resolve_resume("last", tmp_path)

@@ -3,6 +3,8 @@ out of the optimizer and out of the checkpoint."""
 
 from __future__ import annotations
 
+import shutil
+
 import lightning as L
 import pytest
 import torch
@@ -12,6 +14,7 @@ from das.data import DasDataModule
 from das.distill import DistillModule, cosine_feature_loss, fitnet_loss, kd_loss, relation_loss
 from das.errors import DasError
 from das.features import FeatureTap
+from tests.core.test_models import write_search
 from tests.tinynets import batch
 
 TEACHER = "tests.tinynets:TinyNet"
@@ -62,6 +65,23 @@ def test_checkpoint_omits_the_teacher_and_reloads(tmp_path) -> None:
     state = torch.load(path, weights_only=False)["state_dict"]
     assert state and not any(k.startswith("teacher.") for k in state)
     reloaded = DistillModule.load_from_checkpoint(path)
+    for key, value in module.student.state_dict().items():
+        assert torch.equal(value, reloaded.student.state_dict()[key])
+
+
+def test_a_leaderboard_row_student_is_stored_as_its_spec_and_reloads_without_the_search(tmp_path) -> None:
+    """Like a best_arch.json student: the checkpoint carries the row's ArchSpec, so neither CSV nor study is read again."""
+    specs = write_search(tmp_path / "search")
+    row = f"{tmp_path / 'search' / 'leaderboard.csv'}#2"
+    module = DistillModule(student=row, input_size=(3, 8, 8))
+    assert module.hparams.student == row and module.hparams.student_spec == specs[1].to_dict()
+    t = trainer(tmp_path, 1)
+    t.fit(module, datamodule=tiny_data())
+    path = tmp_path / "m.ckpt"
+    t.save_checkpoint(path)
+    shutil.rmtree(tmp_path / "search")  # no leaderboard, no study.journal
+    reloaded = DistillModule.load_from_checkpoint(path)
+    assert reloaded.hparams.student_spec == specs[1].to_dict()
     for key, value in module.student.state_dict().items():
         assert torch.equal(value, reloaded.student.state_dict()[key])
 

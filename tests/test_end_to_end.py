@@ -5,9 +5,14 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 import search
+from das.data import DasDataModule
 from das.distill import command as train
+from das.evaluate import top1_accuracy
+from das.models import build_model
+from das.spec import ArchSpec
 
 
 def test_search_then_train(tmp_path, capsys) -> None:
@@ -33,7 +38,21 @@ def test_search_then_train(tmp_path, capsys) -> None:
     best = json.loads((run / "best_arch.json").read_text())
     # the teacher is measured on the same test split in both commands
     assert results["teacher_test_acc"] == pytest.approx(best["search"]["teacher"]["test_acc"])
-    assert (out_dir / "student.pt").is_file() and (out_dir / "baseline" / "student.pt").is_file()
+    # results.json agrees with itself and with the command that wrote it.
+    assert results["student"] == str(run / "best_arch.json") and results["teacher"] == "resnet20" and results["epochs"] == 1
+    test_split = DasDataModule(dataset="digits", image_size=8, batch_size=32)
+    assert results["test_images"] == len(test_split.subset("test")) == 359
+    assert results["distillation_gain"] == pytest.approx(results["distilled_test_acc"] - results["baseline_test_acc"])
+    assert results["seed_noise"] > 0 and results["distilled_worse_than_alone"] == (-results["distillation_gain"] > results["seed_noise"])
+    # Each saved student rebuilds from its file alone (the spec it carries) and scores what results.json reports.
+    for folder, key in ((out_dir, "distilled_test_acc"), (out_dir / "baseline", "baseline_test_acc")):
+        saved = torch.load(folder / "student.pt", weights_only=True)
+        spec = ArchSpec.from_dict(saved["student_spec"])
+        assert spec == ArchSpec.load(run / "best_arch.json")
+        student = build_model(spec, 10)
+        student.load_state_dict(saved["state_dict"])
+        assert top1_accuracy(student, test_split.test_dataloader(), "cpu") == pytest.approx(results[key], abs=1e-3), key
+        assert json.loads((folder / "student.json").read_text())["test_acc"] == results[key]
     out = capsys.readouterr().out
     assert "trained alone" in out and str(out_dir) in out
 

@@ -99,9 +99,18 @@ class InterruptAt(Callback):
             signal.raise_signal(signal.SIGINT)
 
 
+def logged(root: Path) -> dict[tuple[int, str], str]:
+    """Every value in a run's CSV logs by (step, metric), over all its logger versions (a resumed fit starts a new one)."""
+    values: dict[tuple[int, str], str] = {}
+    for path in sorted((root / "logs").glob("version_*/metrics.csv")):
+        for row in csv.DictReader(path.open()):
+            values.update({(int(row["step"]), key): value for key, value in row.items() if value and key != "step"})
+    return values
+
+
 def test_ctrl_c_exits_130_and_resume_equals_the_uninterrupted_run(tmp_path, capsys) -> None:
-    """2 epochs straight vs Ctrl-C after epoch 1 then --ckpt_path last: bit-identical weights and accuracy on CPU."""
-    run = [*TINY, "--trainer.max_epochs", "2", "--baseline", "false"]
+    """2 epochs straight vs Ctrl-C after epoch 1 then --ckpt_path last: bit-identical weights, metrics and accuracy on CPU."""
+    run = [*TINY, "--trainer.max_epochs", "2", "--baseline", "false", "--trainer.log_every_n_steps", "1"]
     straight, broken = tmp_path / "straight", tmp_path / "broken"
     assert guarded(train.main, [*run, "--trainer.default_root_dir", str(straight)]) == 0
     try:
@@ -119,6 +128,11 @@ def test_ctrl_c_exits_130_and_resume_equals_the_uninterrupted_run(tmp_path, caps
     wa, wb = (torch.load(d / "student.pt", weights_only=True)["state_dict"] for d in (straight, broken))
     for key in wa:
         assert torch.equal(wa[key], wb[key]), key
+    # Each logged metric at each step, the resumed epoch's included, as the uninterrupted run logged it.
+    straight_log, broken_log = logged(straight), logged(broken)
+    assert sorted(step for step, key in straight_log if key == "train/loss") == [0, 1, 2, 3, 4, 5]  # 3 batches × 2 epochs
+    assert sum(key == "val/acc" for _, key in straight_log) == 2 and any(key == "test/acc" for _, key in straight_log)
+    assert broken_log == straight_log
     assert sorted(p.name for p in (broken / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
 
 

@@ -9,6 +9,7 @@ import lightning as L
 import pytest
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
 
 from das.data import DasDataModule
 from das.distill import DistillModule, cosine_feature_loss, fitnet_loss, kd_loss, relation_loss
@@ -132,6 +133,24 @@ def test_training_loss_is_the_weighted_sum_of_the_registered_terms() -> None:
     assert torch.allclose(values.total, total)
     values.total.backward()
     assert module.projectors.projectors[0].weight.grad is not None  # the projector learns
+
+
+def test_fitting_lowers_the_composed_loss_on_the_batch_it_trains_on(tmp_path) -> None:
+    """Lightning's fit optimises compute_losses' total (student and projector): five steps on one batch lower it."""
+    module = DistillModule(student=TEACHER, teacher="tests.tinynets:wide_tiny_net", input_size=(3, 8, 8), schedule="constant", lr=0.1)
+    x, y = batch(n=16, size=8)
+
+    def total() -> float:
+        with torch.no_grad():
+            return module.compute_losses(x, y)[1].total.item()
+
+    projector = module.projectors.projectors[0].weight.detach().clone()
+    before = total()
+    same_batch = DataLoader(TensorDataset(x.repeat(5, 1, 1, 1), y.repeat(5)), batch_size=16)
+    trainer(tmp_path, 5).fit(module, train_dataloaders=same_batch)
+    assert module.global_step == 5 and module.student.training
+    assert total() < 0.95 * before  # 0.78-0.84 × on seeds 0-2
+    assert not torch.equal(projector, module.projectors.projectors[0].weight)  # the projector is optimised too
 
 
 def test_stage_pairs_give_three_pairs_and_feature_losses_average_over_them() -> None:

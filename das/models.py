@@ -66,10 +66,16 @@ def arch_spec(spec: str | ArchSpec) -> ArchSpec | None:
         return ArchSpec.from_json(text)
     if text.endswith(".json"):
         return ArchSpec.load(Path(text))
-    row = _LEADERBOARD_ROW.fullmatch(text)
+    row = leaderboard_row(text)
     if row:
-        return leaderboard_spec(row["path"], row["rank"])
+        return leaderboard_spec(*row)
     return None
+
+
+def leaderboard_row(spec: str) -> tuple[Path, str | None] | None:
+    """``(csv path, rank text)`` when ``spec`` names a leaderboard row (``PATH.csv#N``), else None; the rank is checked later."""
+    row = _LEADERBOARD_ROW.fullmatch(spec.strip())
+    return (Path(row["path"]), row["rank"]) if row else None
 
 
 def leaderboard_spec(path: str | Path, rank: str | int | None) -> ArchSpec:

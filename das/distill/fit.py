@@ -24,7 +24,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from das.distill.module import DistillModule
 from das.errors import DasError
-from das.models import _LEADERBOARD_ROW  # the pattern build_model reads a leaderboard row with
+from das.models import leaderboard_row
 
 CHECKPOINT_DIR = "checkpoints"
 LOG_DIR = "logs"
@@ -93,7 +93,7 @@ def run_root(default_root_dir: str | None, student: str) -> Path:
     """Where a train.py run writes: ``--trainer.default_root_dir`` when given, else next to the searched student.
 
     A student given as a search result, ``runs/x/best_arch.json`` or a leaderboard row
-    ``runs/x/leaderboard.csv#N``, writes to ``runs/x/distill``; any other student (a spec such as
+    ``runs/x/leaderboard.csv#N``, writes to ``runs/x/distill`` (a row: ``runs/x/distill-rankN``); any other student (a spec such as
     ``resnet20``, inline JSON) needs an explicit root.
     """
     if student.endswith(".json") and not Path(student).is_file():
@@ -101,8 +101,8 @@ def run_root(default_root_dir: str | None, student: str) -> Path:
             f"model.student={student!r} does not exist; give a search's best_arch.json, an inline ArchSpec JSON "
             "or a network spec such as resnet20"
         )
-    row = _LEADERBOARD_ROW.fullmatch(student.strip())
-    leaderboard = Path(row["path"]) if row else None
+    row = leaderboard_row(student)
+    leaderboard = row[0] if row else None
     if leaderboard is not None and not leaderboard.is_file():
         raise DasError(
             f"model.student={student!r}: leaderboard {str(leaderboard)!r} does not exist; "
@@ -112,8 +112,8 @@ def run_root(default_root_dir: str | None, student: str) -> Path:
         return Path(default_root_dir)
     if student.endswith(".json"):
         return Path(student).parent / "distill"
-    if leaderboard is not None:
-        return leaderboard.parent / "distill"
+    if leaderboard is not None:  # its own folder, so distilling row 3 never overwrites best_arch.json's run
+        return leaderboard.parent / f"distill-rank{(row[1] or '').strip()}"
     raise DasError(
         f"model.student={student!r} is not a search result (best_arch.json or leaderboard.csv#N), so there is no run "
         "directory to write to; give one with --trainer.default_root_dir"

@@ -196,14 +196,14 @@ def test_a_search_result_student_writes_next_to_its_arch_file(tmp_path) -> None:
 
 
 def test_a_leaderboard_row_student_writes_next_to_its_leaderboard_and_saves_its_spec(tmp_path) -> None:
-    """No --trainer.default_root_dir: the run goes to the search's distill/, and student.pt rebuilds without the search."""
+    """No --trainer.default_root_dir: the run goes to the search's distill-rank2/, and student.pt rebuilds without the search."""
     from tests.core.test_models import write_search
 
     specs = write_search(tmp_path / "search")
     argv = [*TINY, "--model.student", f"{tmp_path / 'search' / 'leaderboard.csv'}#2", "--model.teacher", "null",
             "--trainer.limit_test_batches", "1"]
     assert guarded(train.main, argv) == 0
-    out = tmp_path / "search" / "distill"
+    out = tmp_path / "search" / "distill-rank2"
     assert (out / "results.json").is_file() and (out / "checkpoints" / "last.ckpt").is_file()
     assert torch.load(out / "student.pt", weights_only=True)["student_spec"] == specs[1].to_dict()
     assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["hyper_parameters"]["student_spec"] == specs[1].to_dict()

@@ -58,7 +58,7 @@ def test_a_leaderboard_row_student_writes_next_to_its_leaderboard(tmp_path) -> N
     board = tmp_path / "search" / "leaderboard.csv"
     board.parent.mkdir()
     board.write_text("rank,trial,arch\n")
-    assert run_root(None, f"{board}#3") == board.parent / "distill"
+    assert run_root(None, f"{board}#3") == board.parent / "distill-rank3"  # never best_arch.json's distill/
     assert run_root(str(tmp_path / "mine"), f"{board}#3") == tmp_path / "mine"
     with pytest.raises(DasError, match="leaderboard .*nope.csv.* does not exist") as err:
         run_root(None, str(tmp_path / "nope.csv#1"))

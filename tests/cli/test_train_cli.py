@@ -279,3 +279,24 @@ def test_a_command_naming_its_own_teacher_or_data_starts_from_the_code_defaults(
     for flags in (["--model.teacher", "resnet20"], ["--data.dataset", "digits"]):
         cfg = train.make_cli(["--model.student", "resnet20", *flags], instantiate=False).config
         assert cfg.data.image_size is None and cfg.trainer.max_epochs is None, flags  # quickstart: 16 and 15
+
+
+def test_the_baseline_trains_under_the_distilled_run_s_trainer_settings(tmp_path, monkeypatch) -> None:
+    """Precision, batch limits, clipping, epochs and accumulation: the alone run gets what the distilled run got."""
+    seen: list[dict[str, object]] = []
+
+    def record(module, datamodule, trainer, ckpt_path=None) -> float:
+        seen.append({"teacher": module.teacher is not None, "precision": trainer.precision, "max_epochs": trainer.max_epochs,
+                     "limit_train_batches": trainer.limit_train_batches, "limit_val_batches": trainer.limit_val_batches,
+                     "gradient_clip_val": trainer.gradient_clip_val, "accumulate_grad_batches": trainer.accumulate_grad_batches})
+        return 50.0
+
+    monkeypatch.setattr(train, "fit_and_test", record)
+    monkeypatch.setattr(train, "_test_batches", lambda trainer: 1)  # nothing was tested, so the trainer counted no batches
+    argv = [*TINY, "--trainer.max_epochs", "2", "--trainer.precision", "bf16-mixed", "--trainer.gradient_clip_val", "0.25",
+            "--trainer.accumulate_grad_batches", "2", "--trainer.limit_test_batches", "1", "--trainer.default_root_dir", str(tmp_path / "run")]
+    assert guarded(train.main, argv) == 0
+    assert [s.pop("teacher") for s in seen] == [True, False]
+    distilled, alone = seen
+    assert distilled == alone
+    assert distilled["precision"] == "bf16-mixed" and distilled["gradient_clip_val"] == 0.25 and distilled["limit_train_batches"] == 3

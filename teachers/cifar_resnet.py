@@ -13,6 +13,8 @@ checkpoints load strictly (after ``load_checkpoint`` strips their ``module.`` pr
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -61,22 +63,31 @@ class CifarResNet(nn.Module):
     """ResNet-(6n+2) for 32×32 inputs (any size works: the pooling is global).
 
     Args:
-        blocks: ``n``, BasicBlocks per stage.
+        blocks: ``n``, BasicBlocks per stage, or one count per stage.
         num_classes: outputs of the final linear layer.
         widths: channels of the three stages (the paper's 16/32/64 by default).
+        block: makes one block from ``(in_channels, channels, stride)``; the search space
+            :mod:`das.spaces.resnet_cifar` passes one whose shortcut can also narrow.
     """
 
-    def __init__(self, blocks: int, num_classes: int = 10, widths: tuple[int, int, int] = (16, 32, 64)) -> None:
+    def __init__(
+        self,
+        blocks: int | Sequence[int],
+        num_classes: int = 10,
+        widths: tuple[int, int, int] = (16, 32, 64),
+        block: Callable[[int, int, int], nn.Module] = BasicBlock,
+    ) -> None:
         super().__init__()
         self.widths = widths
         self.conv1 = nn.Conv2d(3, widths[0], 3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
         channels = widths[0]
         stages = []
-        for width, stride in zip(widths, (1, 2, 2)):
+        per_stage = (blocks,) * len(widths) if isinstance(blocks, int) else tuple(blocks)
+        for n, width, stride in zip(per_stage, widths, (1, 2, 2), strict=True):
             layers = []
-            for i in range(blocks):
-                layers.append(BasicBlock(channels, width, stride if i == 0 else 1))
+            for i in range(n):
+                layers.append(block(channels, width, stride if i == 0 else 1))
                 channels = width
             stages.append(nn.Sequential(*layers))
         self.layer1, self.layer2, self.layer3 = stages

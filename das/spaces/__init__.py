@@ -20,6 +20,6 @@ def create_space(name: str, **space_args: Any) -> SearchSpace:
     return SPACES.get(name)(**space_args)
 
 
-from das.spaces import nb201  # noqa: E402,F401  (registers the built-in spaces)
+from das.spaces import nb201, resnet_cifar  # noqa: E402,F401  (registers the built-in spaces)
 
 __all__ = ["SPACES", "SearchSpace", "create_space", "register_space"]

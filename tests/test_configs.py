@@ -65,12 +65,12 @@ def test_the_quickstart_applies_only_to_commands_that_name_no_config_dataset_or_
 
     own = parse(parser, ["--teacher.spec", "my_models.nets:big_cnn", "--data.dataset", "npz", "--run_dir", "runs/mine"])
     assert (own.run_dir, own.data.image_size, own.space.args, own.budget.max_params, own.study.trials) == (
-        "runs/mine", None, {"C": 16, "N": 5}, None, 100)
-    assert parse(parser, ["--teacher.checkpoint=t.pt"]).space.args == {"C": 16, "N": 5}
+        "runs/mine", None, {}, None, 100)  # {}: the space's own defaults
+    assert parse(parser, ["--teacher.checkpoint=t.pt"]).space.args == {}
     assert parse(parser, ["--data.dataset", "cifar10"]).run_dir == DEFAULT_RUN_DIR
 
     bare = tmp_path / "mine.yaml"
     bare.write_text("study:\n  trials: 7\n")
     cfg = parse(parser, ["--config", str(bare)])
-    assert (cfg.run_dir, cfg.study.trials, cfg.space.args) == ("runs/mine", 7, {"C": 16, "N": 5})
+    assert (cfg.run_dir, cfg.study.trials, cfg.space.args) == ("runs/mine", 7, {})
     assert parse(parser, ["--config", str(bare), "--run_dir", "elsewhere"]).run_dir == "elsewhere"

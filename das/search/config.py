@@ -34,13 +34,14 @@ class SpaceConfig:
     """The student search space.
 
     Args:
-        name: a registered space (nb201).
-        args: the space's construction arguments (for nb201: C, the stem width, and N, the
-            cells per stage).
+        name: a registered space (nb201, resnet_cifar).
+        args: the space's construction arguments over its own defaults, so a name alone works
+            (nb201: C, the stem width, 16, and N, the cells per stage, 5; resnet_cifar: C, the
+            first stage's base width, 16, and its block and width-multiplier choices).
     """
 
     name: str = "nb201"
-    args: dict[str, Any] = field(default_factory=lambda: {"C": 16, "N": 5})
+    args: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass

@@ -12,9 +12,8 @@ alone, with logit terms taken once per batch and feature terms on each feature p
 (:func:`~das.distill.module.make_pairs`, projected by
 :class:`~das.distill.pairing.FeatureProjectors`), averaged over the pairs. The teacher's side
 comes from a :class:`~das.calibrate.teacher_cache.TeacherCache` instead of a forward pass.
-DistillModule.compute_losses always runs its own teacher, so :class:`Objective` composes the
-same registered losses (:data:`das.distill.losses.LOSSES`) on the cached outputs; a test checks
-it gives DistillModule's loss on the same batch.
+:class:`Objective` is DistillModule's own objective (:mod:`das.distill.objective`) fed from the
+cache; a test checks it gives DistillModule's loss on the same batch.
 
 A plain PyTorch loop, not Lightning: a population is many short runs, where a Trainer's set-up
 per run would dominate. Students train in the channels-last memory format by default: on one
@@ -38,8 +37,10 @@ from torch import nn
 from das.calibrate.data import PopulationData
 from das.calibrate.teacher_cache import MAP_DTYPES, CachedBatch, TeacherCache
 from das.data.transforms import check_augment
-from das.distill.losses import LossConfig, LossInputs, LossSpec, LossValues
-from das.distill.module import DEFAULT_LOSSES, FEATURE_INPUTS, FeaturePairs, alone_terms, make_pairs
+from das.distill.losses import LossConfig, LossSpec, LossValues
+from das.distill.module import DEFAULT_LOSSES, FeaturePairs, alone_terms, make_pairs
+from das.distill.objective import FEATURE_INPUTS
+from das.distill.objective import Objective as TermsObjective
 from das.distill.optim import OptimConfig, build_optimizer, build_scheduler, param_groups
 from das.distill.pairing import FeaturePair, FeatureProjectors
 from das.errors import DasError
@@ -107,7 +108,7 @@ class Recipe:
 
 
 class Objective(nn.Module):
-    """DistillModule's training objective, on the student's outputs and cached teacher outputs.
+    """The Lightning module's objective (:class:`das.distill.objective.Objective`) on cached teacher outputs, with its projectors.
 
     Args:
         spec: the recipe's losses.
@@ -117,9 +118,8 @@ class Objective(nn.Module):
 
     def __init__(self, spec: LossSpec, pairs: Sequence[FeaturePair], distill: bool) -> None:
         super().__init__()
-        self.terms = [t for t in spec.terms if t.weight > 0] if distill else alone_terms(spec)
-        self.feature_terms = [t for t in self.terms if set(t.loss.needs) & FEATURE_INPUTS]
-        self.logit_terms = [t for t in self.terms if t not in self.feature_terms]
+        self.objective = TermsObjective([t for t in spec.terms if t.weight > 0] if distill else alone_terms(spec))
+        self.terms = self.objective.terms
         # As in DistillModule: one projector per pair whenever there is a teacher, used or not.
         self.pairs = list(pairs) if distill else []
         self.projectors = FeatureProjectors(self.pairs)
@@ -127,23 +127,11 @@ class Objective(nn.Module):
     @property
     def student_modules(self) -> list[str]:
         """The student modules whose outputs the objective reads (none unless a feature term does)."""
-        return [p.student.module for p in self.pairs] if self.feature_terms else []
+        return [p.student.module for p in self.pairs] if self.objective.uses_features else []
 
     def forward(self, logits: torch.Tensor, student_maps: Sequence[torch.Tensor], batch: CachedBatch) -> LossValues:
-        inputs = LossInputs(student_logits=logits, teacher_logits=batch.teacher_logits, targets=batch.labels)
-        values = {t.name: t(inputs) for t in self.logit_terms}
-        if self.feature_terms:
-            t_maps = [batch.teacher_maps[p.teacher.module] for p in self.pairs]
-            raw = [LossInputs(student_features=s, teacher_features=t) for s, t in zip(student_maps, t_maps)]
-            projected = raw
-            if any("student_projected" in t.loss.needs for t in self.feature_terms):
-                projected = [LossInputs(student_features=s, student_projected=p, teacher_features=t)
-                             for s, (p, t) in zip(student_maps, self.projectors(student_maps, t_maps))]
-            for term in self.feature_terms:
-                per_pair = projected if "student_projected" in term.loss.needs else raw
-                values[term.name] = torch.stack([term(i) for i in per_pair]).mean()
-        weights = {t.name: t.weight for t in self.terms}
-        return LossValues(sum(weights[n] * v for n, v in values.items()), values)
+        t_maps = [batch.teacher_maps[p.teacher.module] for p in self.pairs] if self.objective.uses_features else []
+        return self.objective(logits, batch.labels, batch.teacher_logits, student_maps, t_maps, self.projectors)
 
 
 @dataclass(frozen=True)

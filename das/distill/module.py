@@ -37,7 +37,8 @@ import torch.nn.functional as F
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 
-from das.distill.losses import LossConfig, LossInputs, LossSpec, LossTerm, LossValues
+from das.distill.losses import LossConfig, LossSpec, LossTerm, LossValues
+from das.distill.objective import Objective
 from das.distill.optim import OptimConfig, build_optimizer, build_scheduler, param_groups, trainer_steps
 from das.distill.pairing import FeaturePair, FeatureProjectors, pair_by_names, pair_stages
 from das.distill.rng import rng_states, set_rng_states
@@ -63,7 +64,6 @@ FeaturePairs = Literal["final", "stages"] | list[tuple[str, str]]
 
 #: The inputs a term may read and still train without a teacher.
 LABEL_INPUTS = frozenset({"student_logits", "targets"})
-FEATURE_INPUTS = frozenset({"student_features", "teacher_features", "student_projected"})
 
 
 def needs_teacher(term: LossTerm) -> bool:
@@ -196,13 +196,13 @@ class DistillModule(L.LightningModule):
         # One projector per pair (identity where widths agree); empty without a teacher. Built
         # whenever there is a teacher so a run's parameters and random draws do not depend on the weights.
         self.projectors = FeatureProjectors(self.pairs)
-        self.feature_terms = [t for t in self.terms if set(t.loss.needs) & FEATURE_INPUTS]
-        self.logit_terms = [t for t in self.terms if t not in self.feature_terms]
+        self.objective = Objective(self.terms)
+        self.feature_terms = self.objective.feature_terms
 
     @property
     def uses_features(self) -> bool:
         """Whether a training step captures feature maps (a term of non-zero weight reads them)."""
-        return bool(self.feature_terms)
+        return self.objective.uses_features
 
     def train(self, mode: bool = True) -> DistillModule:
         """Switch the student to ``mode`` but keep the teacher in eval mode, always."""
@@ -240,20 +240,7 @@ class DistillModule(L.LightningModule):
         if self.teacher is not None:
             with torch.no_grad():  # the teacher runs once per batch, frozen, in eval mode
                 t_logits, t_maps = self._run(self.teacher, [p.teacher.module for p in self.pairs], x)
-        inputs = LossInputs(student_logits=logits, teacher_logits=t_logits, targets=y)
-        values = {t.name: t(inputs) for t in self.logit_terms}
-        if self.feature_terms:
-            raw = [LossInputs(student_features=s, teacher_features=t) for s, t in zip(s_maps, t_maps)]
-            projected = raw
-            if any("student_projected" in t.loss.needs for t in self.feature_terms):
-                projected = [LossInputs(student_features=s, student_projected=p, teacher_features=t)
-                             for s, (p, t) in zip(s_maps, self.projectors(s_maps, t_maps))]
-            for term in self.feature_terms:
-                per_pair = projected if "student_projected" in term.loss.needs else raw
-                values[term.name] = torch.stack([term(i) for i in per_pair]).mean()
-        weights = {t.name: t.weight for t in self.terms}
-        total = sum(weights[n] * v for n, v in values.items())
-        return logits, LossValues(total, values)
+        return logits, self.objective(logits, y, t_logits, s_maps, t_maps, self.projectors)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _idx: int) -> torch.Tensor:
         x, y = batch

@@ -4,6 +4,7 @@
     python search.py --study.trials 10            # the quickstart with 10 trials
     python search.py --config configs/search/cifar10_resnet56.yaml
     python search.py --teacher.spec my_models.nets:big_cnn --teacher.checkpoint big_cnn.pt --data.dataset npz ...
+    python search.py --calibrate.students 12 --calibrate.epochs 3   # first find which proxy ranks this space
     python search.py --print_config               # every option, with its current value
 
 Where the settings come from: each option's default is the code's (shown by --help). Only a
@@ -30,7 +31,7 @@ from jsonargparse import ActionConfigFile, ArgumentParser
 from das.cli import INTERRUPTED, guarded, with_quickstart
 from das.data import DasDataModule
 from das.errors import DasError
-from das.search import BudgetConfig, SpaceConfig, StudyConfig, TeacherConfig, run_search
+from das.search import BudgetConfig, CalibrateConfig, SpaceConfig, StudyConfig, TeacherConfig, run_search
 
 QUICKSTART = Path(__file__).resolve().parent / "configs" / "quickstart.yaml"
 #: A command with any of these says what it searches for, so the quickstart does not apply.
@@ -52,6 +53,7 @@ def build_parser() -> ArgumentParser:
     parser.add_class_arguments(SpaceConfig, "space")
     parser.add_class_arguments(BudgetConfig, "budget")
     parser.add_class_arguments(StudyConfig, "study")
+    parser.add_class_arguments(CalibrateConfig, "calibrate")
     return parser
 
 
@@ -75,16 +77,17 @@ def main(argv: list[str]) -> int:
     init = parser.instantiate(cfg)
     configs = [str(c) for c in cfg.get("config") or []]
     print(f"search: settings from {' then '.join(configs) if configs else 'the code defaults'} and the command line; run_dir {init.run_dir}")
-    summary = run_search(init.run_dir, init.data, init.teacher, init.space, init.budget, init.study, init.device)
+    summary = run_search(init.run_dir, init.data, init.teacher, init.space, init.budget, init.study, init.device, calibrate=init.calibrate)
     run_dir = Path(summary["run_dir"])
     parser.save(cfg, run_dir / "search_config.yaml", overwrite=True, skip_validation=True)
     best = summary["best"]
     if best is not None:
         print(f"\nbest student: {best['arch']}")
-        print(f"  {init.study.objective} = {best[init.study.objective]:.5g}, {best['params']:,} params, {best['flops']:,} FLOPs")
+        print(f"  {summary['objective']} = {best[summary['objective']]:.5g}, {best['params']:,} params, {best['flops']:,} FLOPs")
     print(f"teacher: {init.teacher.spec}, {summary['teacher_test_acc']:.2f}% top-1 on the held-out test split")
     print(f"{summary['trials_finished']} trials, {summary['distinct_archs']} distinct architectures, {summary['seconds']} s")
-    print(f"wrote {run_dir}/: best_arch.json, leaderboard.csv, scores.png, search_summary.json, search_config.yaml, study.journal")
+    calibrated = ", calibration.csv, calibration_students.csv, calibration.png" if summary["calibration"] else ""
+    print(f"wrote {run_dir}/: best_arch.json, leaderboard.csv, scores.png, search_summary.json, search_config.yaml, study.journal{calibrated}")
     if summary["interrupted"]:
         return INTERRUPTED
     if Path(init.run_dir) == Path("runs/quickstart"):

@@ -86,3 +86,28 @@ class StudyConfig:
     storage: str | None = None
     study_name: str = "das"
     reference_size: int = 100
+
+
+@dataclass
+class CalibrateConfig:
+    """Calibration on the user's own space: which proxy ranks its students by distilled accuracy.
+
+    Before the search, ``students`` random in-budget members of the space are distilled from the
+    teacher for ``epochs`` epochs (das.calibrate's recipe, on the search's training images, tested
+    on its validation split), every proxy that can run is ranked by Kendall τ against their
+    accuracy, and the search maximises the best one if it beats ``params`` by more than the
+    noise (a bootstrap over the students); otherwise ``study.objective`` is kept.
+
+    Args:
+        students: how many students to distil; 0 turns calibration off, else at least 3
+            (10 or more to tell proxies apart). Costs ``students × epochs`` epochs of training.
+        epochs: training epochs per student.
+        seed: seeds which students are drawn, their initial weights, batch order and the bootstrap.
+        train_images: a stratified subset of the search's training images to distil on
+            (faster); null uses all of them.
+    """
+
+    students: int = 0
+    epochs: int = 3
+    seed: int = 0
+    train_images: int | None = None

@@ -12,7 +12,7 @@ population.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import optuna
@@ -45,6 +45,31 @@ def random_members(space: SearchSpace, seed: int) -> Callable[[], ArchSpec]:
     return draw
 
 
+def in_budget_members(space: SearchSpace, budget: BudgetConfig, num_classes: int, input_shape: tuple[int, ...],
+                      seed: int, max_draws: int, device: torch.device | str = "cpu") -> Iterator[tuple[ArchSpec, torch.nn.Module, int]]:
+    """Distinct random members of ``space`` within ``budget``, each built from ``seed``, with the draws so far.
+
+    The draws are seeded, so the first k members are the same whatever the caller takes after
+    them. It stops after ``max_draws`` draws: fewer members than wanted then means the budget
+    leaves too few distinct ones, which the caller says in its own words.
+    """
+    draw = random_members(space, seed)
+    seen: set[str] = set()
+    for draws in range(1, max_draws + 1):
+        spec = draw()
+        key = space.canonical(spec)
+        if key in seen:
+            continue
+        seen.add(key)
+        torch.manual_seed(seed)
+        model = spec.build(num_classes).to(device)
+        if budget.max_params is not None and count_params(model) > budget.max_params:
+            continue
+        if budget.max_flops is not None and count_flops(model, input_shape) > budget.max_flops:
+            continue
+        yield spec, model, draws
+
+
 def build_reference(
     space: SearchSpace,
     batches: list[Batch],
@@ -59,33 +84,21 @@ def build_reference(
     """Score the ensemble's members on ``size`` distinct random in-budget members of ``space``."""
     if size < 2:
         raise DasError(f"study.reference_size={size}; the ensemble's reference needs at least 2 architectures (100 is a good size)")
-    draw = random_members(space, seed)
     input_shape = tuple(batches[0][0].shape[1:])
-    seen: set[str] = set()
+    max_draws = max_draws_per_member * size
     population: list[dict[str, float]] = []
     draws = 0
     with tqdm(total=size, desc="ensemble reference", unit="arch") as bar:
-        while len(population) < size:
-            draws += 1
-            if draws > max_draws_per_member * size:
-                raise DasError(
-                    f"found only {len(population)} distinct architectures within the budget {budget} in {draws - 1} random draws; "
-                    f"lower study.reference_size (now {size}) or loosen the budget"
-                )
-            spec = draw()
-            key = space.canonical(spec)
-            if key in seen:
-                continue
-            seen.add(key)
-            torch.manual_seed(seed)
-            model = spec.build(num_classes).to(device)
-            params = count_params(model)
-            if budget.max_params is not None and params > budget.max_params:
-                continue
-            if budget.max_flops is not None and count_flops(model, input_shape) > budget.max_flops:
-                continue
+        for _, model, draws in in_budget_members(space, budget, num_classes, input_shape, seed, max_draws, device):
             population.append(score(model, batches, list(ENSEMBLE_MEMBERS), teacher=teacher, seed=seed))
             bar.update(1)
+            if len(population) == size:
+                break
+    if len(population) < size:
+        raise DasError(
+            f"found only {len(population)} distinct architectures within the budget {budget} in {max_draws} random draws; "
+            f"lower study.reference_size (now {size}) or loosen the budget"
+        )
     return EnsembleReference.from_population(population, settings={"size": size, "seed": seed, "space": space.name, "draws": draws})
 
 

@@ -1,4 +1,4 @@
-"""Run a search end to end: checks → teacher → probe batches → Optuna study → result files.
+"""Run a search end to end: checks → teacher → probe batches → (calibration) → Optuna study → result files.
 
 Everything a user can get wrong is checked before the first long step (teacher training, the
 ensemble's reference population, the trials), and the run directory's settings are stored only
@@ -24,7 +24,9 @@ from das.errors import DasError, close_matches_hint
 from das.evaluate import top1_accuracy
 from das.proxies import PROXIES
 from das.proxies.diswot import DisWOTReference, check_teacher_init
-from das.search.config import BudgetConfig, SpaceConfig, StudyConfig, TeacherConfig
+from das.search.calibrate import Calibration, calibrate_settings, check_calibrate, check_calibration_data
+from das.search.calibrate import calibrate as run_calibration
+from das.search.config import BudgetConfig, CalibrateConfig, SpaceConfig, StudyConfig, TeacherConfig
 from das.search.objective import Candidate, Objective
 from das.search.reference import load_or_build_reference, random_members
 from das.search.results import RESCORED, leaderboard, plot_scores, rescored, trial_scores, write_best, write_leaderboard
@@ -58,19 +60,28 @@ def run_search(
     study: StudyConfig,
     device: str = "auto",
     log=print,
+    calibrate: CalibrateConfig | None = None,
 ) -> dict[str, Any]:
-    """Search ``space`` for the student that best matches ``teacher``; return a summary."""
+    """Search ``space`` for the student that best matches ``teacher``; return a summary.
+
+    With ``calibrate.students`` > 0 the objective is chosen first by a calibration on this space
+    (:mod:`das.search.calibrate`); ``study.objective`` is kept unless a proxy beats ``params``
+    by more than the noise.
+    """
     started = time.perf_counter()
     run_dir = Path(run_dir)
+    calibrate = calibrate if calibrate is not None else CalibrateConfig()
     proxies = [study.objective, *[p for p in study.report if p != study.objective]]
     needs_reference = _check_study(study, proxies)
+    check_calibrate(calibrate, data.hparams.get("val_fraction"))
     check_teacher_init(teacher.init)
     search_space, space_args = make_space(space)
     dev = resolve_device(device)
     _check_writable(run_dir)
     optuna_study = open_study(make_storage(study.storage, run_dir), study.study_name, study.sampler, study.seed)
-    settings = score_settings(data, teacher, space.name, space_args, budget, study, needs_reference)
-    _check_same_settings(optuna_study, settings)
+    settings = score_settings(data, teacher, space.name, space_args, budget, study, needs_reference, calibrate)
+    # A calibrating run's objective is known only after the calibration; it is compared then.
+    _check_same_settings(optuna_study, {k: v for k, v in settings.items() if not (calibrate.students and k == "objective")})
 
     data.setup("fit")
     num_classes = data.num_classes
@@ -79,20 +90,37 @@ def run_search(
     sample = batches[0][0][:2].cpu()
     _check_space_runs(search_space, space.name, space_args, num_classes, sample, data.hparams.get("image_size"))
     _check_budget_reachable(search_space, space.name, budget, num_classes, input_shape)
+    check_calibration_data(calibrate, data)
     loaded = check_teacher(teacher, num_classes, sample)
 
     teacher_model, teacher_ckpt = prepare_teacher(teacher, data, num_classes, input_shape, run_dir, log, seed=study.seed, loaded=loaded)
     teacher_model.to(dev)
     teacher_acc = _teacher_accuracy(optuna_study, teacher, teacher_model, teacher_ckpt, data, dev, log)
-    needs_teacher = any(PROXIES.get(p).needs_teacher for p in proxies)
+    needs_teacher = any(PROXIES.get(p).needs_teacher for p in proxies) or calibrate.students > 0
     reference = DisWOTReference.from_teacher(teacher_model, batches[0], init=teacher.init, seed=study.seed) if needs_teacher else None
 
+    # A calibration ranks every proxy that can run, the ensemble too when the probe batches allow it.
+    ranks_reference = calibrate.students > 0 and any(
+        PROXIES.get(n).needs_reference and PROXIES.get(n).min_batches <= len(batches) for n in PROXIES.names())
     ensemble_reference = None
-    if needs_reference:
+    if needs_reference or ranks_reference:
         ensemble_reference = load_or_build_reference(
             run_dir, log, space=search_space, batches=batches, budget=budget, num_classes=num_classes,
             device=dev, size=study.reference_size, seed=study.seed, teacher=reference,
         )
+    calibration: Calibration | None = None
+    if calibrate.students:
+        calibration = run_calibration(
+            calibrate, run_dir=run_dir, data=data, teacher_name=teacher.spec, teacher=teacher_model, space=search_space,
+            budget=budget, study=study, batches=batches, reference=reference, teacher_init=teacher.init,
+            ensemble_reference=ensemble_reference, num_classes=num_classes, input_shape=input_shape, device=dev, log=log,
+        )
+        chosen = calibration.choice.proxy
+        proxies = [chosen, *[p for p in proxies if p != chosen]]  # the configured objective stays in the leaderboard
+        needs_reference = any(PROXIES.get(p).needs_reference for p in proxies)
+        settings = score_settings(data, teacher, space.name, space_args, budget, study, needs_reference, calibrate, objective=chosen)
+        _check_same_settings(optuna_study, settings)
+    objective_name = proxies[0]
     objective = Objective(search_space, batches, reference, proxies, budget, num_classes, input_shape, dev, study.seed, ensemble_reference)
     _remember_scored(optuna_study, objective, search_space, log)
     _store_settings(optuna_study, settings)
@@ -112,7 +140,7 @@ def run_search(
                 return
             bar.update(1)
             try:
-                bar.set_postfix({study.objective: f"{st.best_value:.4g}"})
+                bar.set_postfix({objective_name: f"{st.best_value:.4g}"})
             except ValueError:  # no feasible trial yet
                 pass
 
@@ -130,17 +158,19 @@ def run_search(
     write_leaderboard(rows, proxies, run_dir / "leaderboard.csv")
     teacher_info = {"spec": teacher.spec, "checkpoint": teacher_ckpt, "test_acc": teacher_acc}
     context = {
-        "proxy": study.objective,
+        "proxy": objective_name,
         "teacher": teacher_info,
         "data": {"dataset": data.hparams.get("dataset"), "num_classes": num_classes, "input_shape": list(input_shape)},
     }
     best = write_best(rows, run_dir / "best_arch.json", **context)
     if rows:
-        plot_scores(rows, study.objective, run_dir / "scores.png")
+        plot_scores(rows, objective_name, run_dir / "scores.png")
     summary = {
         "run_dir": str(run_dir),
         "trials_finished": count(optuna_study, FINISHED),
         "distinct_archs": len(rows),
+        "objective": objective_name,
+        "calibration": None if calibration is None else calibration.summary(),
         "best": None if best is None else {k: v for k, v in best.items() if k != "spec"},
         "teacher": teacher_info,
         "teacher_checkpoint": teacher_ckpt,
@@ -261,17 +291,21 @@ def _check_budget_reachable(space, name: str, budget: BudgetConfig, num_classes:
 
 
 def score_settings(data: DasDataModule, teacher: TeacherConfig, space_name: str, space_args: dict[str, Any],
-                   budget: BudgetConfig, study: StudyConfig, needs_reference: bool) -> dict[str, Any]:
+                   budget: BudgetConfig, study: StudyConfig, needs_reference: bool, calibrate: CalibrateConfig | None = None,
+                   objective: str | None = None) -> dict[str, Any]:
     """Every setting that changes a stored score or whether it is within budget, as dotted keys.
 
     A resumed study must have been scored under the same values: its old and new trials are
     compared with each other. ``study.report`` is not here: proxies a resumed study reports anew
-    are computed for the stored candidates (see :func:`_remember_scored`).
+    are computed for the stored candidates (see :func:`_remember_scored`). ``objective`` is the
+    one the trials maximise (a calibration's choice; default ``study.objective``), and the
+    calibration's settings are stored whether it is on or off, so turning it on or changing it
+    in a run directory is refused before any work.
     """
     h = data.hparams
     settings: dict[str, Any] = {
         "space": {"name": space_name, "args": space_args},
-        "objective": study.objective,
+        "objective": objective or study.objective,
         # The probe images: which ones (dataset, split, draw) and how they are seen.
         "data": {k: h.get(k) for k in ("dataset", "root", "train_file", "image_size", "mean", "std", "val_fraction", "seed")},
         # probe.seed also seeds every student's initial weights and the teacher's training.
@@ -284,6 +318,8 @@ def score_settings(data: DasDataModule, teacher: TeacherConfig, space_name: str,
         settings["teacher"].update(epochs=teacher.epochs, lr=teacher.lr, augment=list(data.augment), batch_size=h.get("batch_size"))
     if needs_reference:
         settings["ensemble_reference_size"] = study.reference_size
+    if calibrate is not None:
+        settings["calibrate"] = calibrate_settings(calibrate)
     return _flat(json.loads(json.dumps(settings)))  # the form the storage gives back
 
 

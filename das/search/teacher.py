@@ -42,7 +42,7 @@ def check_teacher(cfg: TeacherConfig, num_classes: int, sample: torch.Tensor) ->
 
 
 @contextmanager
-def _exclusive(path: Path):
+def exclusive(path: Path):
     """Hold an flock on ``path`` (released by the kernel if this process dies); a no-op without fcntl."""
     try:
         import fcntl
@@ -74,7 +74,7 @@ def prepare_teacher(cfg: TeacherConfig, datamodule: L.LightningDataModule, num_c
     if checkpoint is None:
         root = run_dir / "teacher"
         path = root / "teacher.pt"
-        with _exclusive(root / ".training.lock"):
+        with exclusive(root / ".training.lock"):
             if path.is_file():
                 log(f"teacher: reusing {cfg.spec} trained earlier, {path}")
             else:

@@ -19,6 +19,7 @@ import optuna
 import torch
 from tqdm.auto import tqdm
 
+from das.calibrate.results import flatten
 from das.data import DasDataModule, probe_batches
 from das.errors import DasError, close_matches_hint
 from das.evaluate import top1_accuracy
@@ -320,17 +321,7 @@ def score_settings(data: DasDataModule, teacher: TeacherConfig, space_name: str,
         settings["ensemble_reference_size"] = study.reference_size
     if calibrate is not None:
         settings["calibrate"] = calibrate_settings(calibrate)
-    return _flat(json.loads(json.dumps(settings)))  # the form the storage gives back
-
-
-def _flat(settings: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in settings.items():
-        if isinstance(value, dict) and value:
-            out.update(_flat(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
+    return flatten(json.loads(json.dumps(settings)))  # the form the storage gives back
 
 
 def _check_same_settings(optuna_study: optuna.Study, settings: dict[str, Any]) -> None:
@@ -339,7 +330,7 @@ def _check_same_settings(optuna_study: optuna.Study, settings: dict[str, Any]) -
     Settings the run directory has not stored (a run of an older das, an option the search did
     not use then) are taken as they are now.
     """
-    stored = _flat(optuna_study.user_attrs.get("settings") or {})
+    stored = flatten(optuna_study.user_attrs.get("settings") or {})
     changed = [key for key in settings if key in stored and stored[key] != settings[key]]
     if changed:
         diff = "; ".join(f"{k}: was {stored[k]!r}, now {settings[k]!r}" for k in changed)
@@ -348,7 +339,7 @@ def _check_same_settings(optuna_study: optuna.Study, settings: dict[str, Any]) -
 
 def _store_settings(optuna_study: optuna.Study, settings: dict[str, Any]) -> None:
     """Remember the settings, only once the run is known to be valid (a typo must not stick)."""
-    stored = _flat(optuna_study.user_attrs.get("settings") or {})
+    stored = flatten(optuna_study.user_attrs.get("settings") or {})
     if {**stored, **settings} != stored:
         optuna_study.set_user_attr("settings", {**stored, **settings})
 

@@ -1,0 +1,144 @@
+"""benchmarks/distill_ground_truth.py on tiny fake CIFAR data: the stratified sample, resume, the noise and fidelity studies."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import teachers
+from benchmarks import distill_ground_truth as gt
+from das.calibrate import population as population_module
+from das.errors import DasError
+from das.spaces import create_space
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> list[str]:
+    """A 96-image train / 60-image test npz pair and an untrained ResNet-20 saved as "the teacher"."""
+    rng = np.random.default_rng(0)
+    for name, n in (("train.npz", 96), ("test.npz", 60)):
+        np.savez(tmp_path / name, x=rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8), y=np.arange(n) % 10)
+    torch.manual_seed(0)
+    torch.save(teachers.create_teacher("resnet20").state_dict(), tmp_path / "teacher.th")
+    return ["--train-file", str(tmp_path / "train.npz"), "--test-file", str(tmp_path / "test.npz"),
+            "--teacher", "resnet20", "--teacher-checkpoint", str(tmp_path / "teacher.th"),
+            "--students", "3", "--candidates", "40", "--train-images", "64", "--test-images", "40", "--epochs", "1",
+            "--batch-size", "32", "--views", "2", "--warmup-epochs", "0", "--threads", "1", "--no-progress"]
+
+
+def forbid_training(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*args, **kwargs):
+        raise AssertionError("a finished student was trained again")
+
+    monkeypatch.setattr(population_module, "train_pair", refuse)
+
+
+def test_stratified_sample_spans_the_range_and_fills_empty_bins() -> None:
+    # Three clusters with gaps between them: most of the 8 equal-width bins are empty.
+    params = [100] * 5 + [101] * 5 + [1200] * 20 + [10000] * 3
+    picked, bins, edges = gt.stratified_sample(params, 8, seed=0)
+    assert len(set(picked)) == 8 and len(edges) == 9
+    chosen = [params[i] for i in picked]
+    assert chosen == sorted(chosen) and chosen[0] in (100, 101) and chosen[-1] == 10000
+    assert bins[0] == 0 and bins[-1] == 7
+    # 3 bins hold members; the 5 students of empty bins went one per round to the fullest bins (19, 9, then 2 left).
+    assert bins == [0, 0, 0, 4, 4, 4, 7, 7]
+    assert gt.stratified_sample(params, 8, seed=0)[0] == picked
+    with pytest.raises(DasError, match="more than the 33 candidate"):
+        gt.stratified_sample(params, 34, seed=0)
+
+
+def test_disconnected_nb201_cells_are_not_students() -> None:
+    space = create_space("nb201", C=4, N=1)
+    cut = space.spec(arch="|none~0|+|nor_conv_3x3~0|none~1|+|none~0|none~1|nor_conv_3x3~2|")  # node 2 reads node 0, node 3 reads 2: connected
+    dead = space.spec(arch="|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|nor_conv_3x3~2|")  # node 2 gets nothing, node 3 only node 2
+    assert gt.trainable(cut) and not gt.trainable(dead)
+    assert all(gt.trainable(s) for s in gt.candidates(space, 0, 0))
+
+
+def test_helpers_spread_the_subsets() -> None:
+    assert gt.evenly_spaced(32, 8) == [0, 4, 9, 13, 18, 22, 27, 31]
+    assert gt.evenly_spaced(3, 1) == [1]
+    order = gt.spread_order(7)
+    assert order[0] == 3 and sorted(order) == list(range(7))
+
+
+def test_nb201_population_resumes_and_adds_noise_and_fidelity(tiny: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    out = tmp_path / "gt_nb201.json"
+    base = [*tiny, "--population", "nb201", "--space-args", "{C: 4, N: 1}", "--out", str(out)]
+    assert gt.main(base) == 0
+    assert "expected:" in capsys.readouterr().out
+
+    sample = json.loads((tmp_path / "gt_nb201.students.json").read_text())
+    params = [s["params"] for s in sample["students"]]
+    edges = np.exp(sample["bin_edges_log_params"])
+    assert params == sorted(params) and len(set(s["key"] for s in sample["students"])) == 3
+    assert params[0] < edges[1] and params[-1] >= edges[-2]  # the lowest and the highest bin each gave a student
+
+    lines = [json.loads(line) for line in (tmp_path / "gt_nb201.jsonl").read_text().splitlines()]
+    assert lines[0]["settings"]["recipe"]["losses"] == gt.DEFAULT_LOSSES and len(lines) == 4
+    result = json.loads(out.read_text())
+    assert result["trained"] == result["sampled"] == 3 and result["teacher"]["test_images"] == 40
+    assert 0 <= result["teacher"]["test_acc"] <= 100
+    for s in result["students"]:
+        assert {"spec", "params", "flops", "distilled_acc", "alone_acc", "gain"} <= set(s)
+        assert s["gain"] == pytest.approx(s["distilled_acc"] - s["alone_acc"])
+    assert result["timing"]["seconds_total"] > 0 and result["timing"]["seconds_per_student_mean"] > 0
+    assert result["settings"]["machine"]["cores"] and "seed_noise" not in result and "fidelity" not in result
+
+    # The noise and fidelity studies get files of their own; the ground truth is not retrained.
+    ground_truth = (tmp_path / "gt_nb201.jsonl").read_text()
+    studies = [*base, "--seeds", "0,1", "--noise-students", "2", "--fidelity-students", "2", "--long-factor", "2"]
+    assert gt.main(studies) == 0
+    assert (tmp_path / "gt_nb201.jsonl").read_text() == ground_truth
+    assert len((tmp_path / "gt_nb201.seed1.jsonl").read_text().splitlines()) == 3
+    assert len((tmp_path / "gt_nb201.epochs2.jsonl").read_text().splitlines()) == 3
+    result = json.loads(out.read_text())
+    noise = result["seed_noise"]
+    assert noise["per_seed"][0]["seed"] == 1 and noise["per_seed"][0]["n"] == 2
+    assert noise["per_seed"][0]["rho_gain"] is None  # 2 pairs give no ρ
+    assert len(noise["gain_std_per_student"]) == 2 and noise["gain_std_mean"] >= 0
+    fidelity = result["fidelity"][0]
+    assert (fidelity["epochs_short"], fidelity["epochs_long"], fidelity["n"]) == (1, 2, 2)
+    assert "rho_distilled_acc" in fidelity
+    assert [st["name"] for st in result["settings"]["stages"]] == ["ground_truth", "noise", "fidelity"]
+
+    # Rerunning trains nothing and leaves every results file as it was.
+    files = sorted(tmp_path.glob("gt_nb201*.jsonl"))
+    before = [f.read_text() for f in files]
+    forbid_training(monkeypatch)
+    assert gt.main(studies) == 0
+    assert [f.read_text() for f in files] == before
+
+    # Another sample is refused, in one line naming what differs.
+    with pytest.raises(DasError, match=r"other settings.*sample_seed") as err:
+        gt.main([*studies, "--sample-seed", "1"])
+    assert "\n" not in str(err.value)
+
+
+def test_resnet_cifar_population(tiny: list[str], tmp_path: Path) -> None:
+    out = tmp_path / "gt_resnet.json"
+    assert gt.main([*tiny, "--population", "resnet_cifar", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["trained"] == 3 and all(s["spec"]["space"] == "resnet_cifar" for s in result["students"])
+    params = [s["params"] for s in result["students"]]
+    assert params == sorted(params) and params[0] < params[-1]
+
+
+def test_smaller_images_need_a_teacher_trained_for_them(tiny: list[str]) -> None:
+    at = tiny.index("--teacher-checkpoint")
+    args = tiny[:at] + tiny[at + 2:]
+    with pytest.raises(DasError, match=r"--image-size 16 needs a --teacher-checkpoint") as err:
+        gt.main([*args, "--population", "nb201", "--image-size", "16"])
+    assert "\n" not in str(err.value)

@@ -17,6 +17,16 @@ def _seed() -> None:
 
 
 @pytest.fixture
+def one_thread():
+    """Torch on one thread for the test: tiny training runs gain nothing from threads, and on a
+    loaded 2-core machine two OpenMP threads wait on each other (measured ~5× slower)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
 def shared_data() -> Path:
     """../shared/data (or $DAS_DATA); tests that need it skip with the reason when it is absent."""
     root = shared_data_dir()

@@ -24,12 +24,8 @@ def split(n: int, seed: int) -> ImageSplit:
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    """Width-4 students gain nothing from threads, and on a busy machine OpenMP threads wait on each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_thread) -> None:
+    """Every test here on one thread (the fixture is in tests/conftest.py)."""
 
 
 @pytest.fixture

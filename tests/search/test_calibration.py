@@ -8,7 +8,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 import search
 from das.calibrate.calibration import choose_proxy, kendall, plot_ranking, write_ranking
@@ -17,13 +16,7 @@ from das.calibrate.trainer import train_student
 from das.search.calibrate import RESULTS
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Training on a loaded 2-core machine: 1 thread (2 threads wait on each other)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def swapped(values: np.ndarray, pairs: list[int]) -> np.ndarray:

@@ -13,7 +13,6 @@ import math
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -21,6 +20,7 @@ from das.proxies import PROXIES
 from das.proxies.base import Proxy
 from das.spaces import create_space
 from das.stats import count_flops, count_params
+from tests.benchmarks.fakes import write_fake_cifar
 
 # (1x1 convs, 3x3 convs) = (0,0) (1,0) (2,0) (0,1) (1,1) (0,3): six different parameter counts.
 ARCHS = [
@@ -52,10 +52,7 @@ def fake_csv(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def fake_npz(tmp_path: Path) -> Path:
-    rng = np.random.default_rng(0)
-    path = tmp_path / "probe.npz"
-    np.savez(path, x=rng.integers(0, 256, size=(64, 32, 32, 3), dtype=np.uint8), y=np.arange(64) % 10)
-    return path
+    return write_fake_cifar(tmp_path / "probe.npz", 64)
 
 
 @pytest.fixture

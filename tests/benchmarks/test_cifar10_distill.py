@@ -5,13 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 
-import teachers
 from benchmarks import cifar10_distill
 from das.errors import DasError
+from tests.benchmarks.fakes import save_random_teacher, write_fake_cifar
 
 # Three of the table's variants: the baseline, logits only, and features on several pairs.
 VARIANTS = ("alone", "kd", "kd_stage_cosine")
@@ -20,11 +18,9 @@ VARIANTS = ("alone", "kd", "kd_stage_cosine")
 @pytest.fixture
 def tiny(tmp_path: Path) -> list[str]:
     """A 96-image train / 40-image test npz pair and an untrained ResNet-20 saved as "the teacher"."""
-    rng = np.random.default_rng(0)
-    for name, n in (("train.npz", 96), ("test.npz", 40)):
-        np.savez(tmp_path / name, x=rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8), y=np.arange(n) % 10)
-    torch.manual_seed(0)
-    torch.save(teachers.create_teacher("resnet20").state_dict(), tmp_path / "teacher.th")
+    write_fake_cifar(tmp_path / "train.npz", 96)
+    write_fake_cifar(tmp_path / "test.npz", 40, seed=1)
+    save_random_teacher(tmp_path / "teacher.th")
     return ["--train-file", str(tmp_path / "train.npz"), "--test-file", str(tmp_path / "test.npz"),
             "--teacher", "resnet20", "--teacher-checkpoint", str(tmp_path / "teacher.th"), "--student", "resnet20",
             "--train-images", "60", "--val-images", "20", "--epochs", "1", "--batch-size", "16", "--limit-batches", "2",

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 import torch
 
-import teachers
 from benchmarks import distill_ground_truth as gt
 from das.calibrate import population as population_module
 from das.errors import DasError
+from tests.benchmarks.fakes import save_random_teacher, write_fake_cifar
 from das.spaces import create_space
 
 
@@ -26,11 +26,9 @@ def _restore_threads():
 @pytest.fixture
 def tiny(tmp_path: Path) -> list[str]:
     """A 96-image train / 60-image test npz pair and an untrained ResNet-20 saved as "the teacher"."""
-    rng = np.random.default_rng(0)
-    for name, n in (("train.npz", 96), ("test.npz", 60)):
-        np.savez(tmp_path / name, x=rng.integers(0, 256, size=(n, 32, 32, 3), dtype=np.uint8), y=np.arange(n) % 10)
-    torch.manual_seed(0)
-    torch.save(teachers.create_teacher("resnet20").state_dict(), tmp_path / "teacher.th")
+    write_fake_cifar(tmp_path / "train.npz", 96)
+    write_fake_cifar(tmp_path / "test.npz", 60, seed=1)
+    save_random_teacher(tmp_path / "teacher.th")
     return ["--train-file", str(tmp_path / "train.npz"), "--test-file", str(tmp_path / "test.npz"),
             "--teacher", "resnet20", "--teacher-checkpoint", str(tmp_path / "teacher.th"),
             "--students", "3", "--candidates", "40", "--train-images", "64", "--test-images", "40", "--epochs", "1",

@@ -6,22 +6,18 @@ import json
 import statistics
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 
-import teachers
 from benchmarks import lightning_overhead
 from das.errors import DasError
+from tests.benchmarks.fakes import save_random_teacher, write_fake_cifar
 
 
 @pytest.fixture
 def tiny(tmp_path: Path) -> list[str]:
     """A 96-image train npz and an untrained ResNet-56 saved as "the teacher"."""
-    rng = np.random.default_rng(0)
-    np.savez(tmp_path / "train.npz", x=rng.integers(0, 256, size=(96, 32, 32, 3), dtype=np.uint8), y=np.arange(96) % 10)
-    torch.manual_seed(0)
-    torch.save(teachers.create_teacher("resnet56").state_dict(), tmp_path / "teacher.th")
+    write_fake_cifar(tmp_path / "train.npz", 96)
+    save_random_teacher(tmp_path / "teacher.th", "resnet56")
     return ["--train-file", str(tmp_path / "train.npz"), "--teacher-checkpoint", str(tmp_path / "teacher.th"),
             "--batches", "3", "--repeats", "2", "--batch-size", "8", "--threads", "1", "--out", str(tmp_path / "out.json")]
 

@@ -13,7 +13,6 @@ a YAML, so two runs never share a checkpoint and ``--ckpt_path last`` finds this
 from __future__ import annotations
 
 import json
-import signal
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -147,9 +146,6 @@ def fit_and_test(module: DistillModule, datamodule: L.LightningDataModule, train
             results = run()
         except SystemExit:
             if trainer.interrupted:
-                # Lightning leaves SIGINT ignored after catching one; give the caller (a search, a
-                # second fit in the same process) back a working Ctrl-C.
-                signal.signal(signal.SIGINT, signal.default_int_handler)
                 raise KeyboardInterrupt from None
             raise
     return 100.0 * float(results[0]["test/acc"])

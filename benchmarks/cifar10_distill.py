@@ -104,6 +104,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warmup before the cosine schedule")
     p.add_argument("--limit-batches", type=int, default=None, help="at most this many train/val batches per epoch (smoke tests)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    p.add_argument("--contiguous", action="store_true",
+                   help="train in PyTorch's default memory layout instead of channels-last (the same maths, ~1.4x slower on 2 CPU cores); "
+                        "recorded per run, not a setting: the first three runs of the table predate channels-last")
     p.add_argument("--no-progress", action="store_true", help="hide Lightning's progress bar")
     p.add_argument("--out", default="benchmarks/results/cifar10_distill.json", help="result JSON")
     return p.parse_args(list(argv))
@@ -266,7 +269,7 @@ def main(argv: Sequence[str]) -> int:
         L.seed_everything(seed, verbose=False)
         module = DistillModule(**{"student": args.student, "teacher": args.teacher, "teacher_checkpoint": args.teacher_checkpoint,
                                   "num_classes": data.num_classes, "lr": args.lr, "warmup_epochs": args.warmup_epochs,
-                                  **VARIANTS[variant]})
+                                  "channels_last": not args.contiguous, **VARIANTS[variant]})
         limits = {} if args.limit_batches is None else {"limit_train_batches": args.limit_batches, "limit_val_batches": args.limit_batches}
         trainer = make_trainer(root, args.epochs, accelerator="cpu", progress=not args.no_progress, num_sanity_val_steps=0, **limits)
         timer = FitTimer()
@@ -277,7 +280,7 @@ def main(argv: Sequence[str]) -> int:
         images = trainer.global_step * args.batch_size
         runs.add({"kind": "run", "variant": variant, "seed": seed, "test_acc": test_acc, "val_acc": timer.val_acc,
                   "seconds": seconds, "fit_seconds": timer.seconds, "images_per_s": images / timer.seconds,
-                  "train_images_seen": images, "threads": threads, "date": now_iso()})
+                  "train_images_seen": images, "threads": threads, "channels_last": not args.contiguous, "date": now_iso()})
         write()
 
     result = write()

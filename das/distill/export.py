@@ -58,7 +58,8 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path) -> Ex
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        net = copy.deepcopy(model).to("cpu", torch.float32).eval().requires_grad_(False)
+        # Contiguous weights: the exported graph should not depend on the layout the student trained in.
+        net = copy.deepcopy(model).to("cpu", torch.float32).to(memory_format=torch.contiguous_format).eval().requires_grad_(False)
         example = example.detach().to("cpu", torch.float32)
         # One self-contained file (external_data=False): the default writes the weights to a
         # sidecar ``.data`` file that the tmp-then-rename below would orphan.

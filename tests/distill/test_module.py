@@ -195,3 +195,32 @@ def test_bad_hyperparameters_are_one_line(bad, expected) -> None:
     with pytest.raises(DasError, match=expected) as err:
         DistillModule(student=TEACHER, input_size=(3, 8, 8), **bad)
     assert "\n" not in str(err.value)
+
+
+def test_channels_last_is_the_same_maths_in_another_layout(tmp_path) -> None:
+    """channels_last changes the memory layout only: same initial weights, same losses and logits to float
+    rounding, the same after a training step; its weights and the batches the networks see are channels-last."""
+    losses = {"ce": 0.5, "kd": 0.5, "cosine": 1.0, "relation": 1.0}
+    modules = {}
+    for layout in (False, True):
+        torch.manual_seed(0)
+        modules[layout] = DistillModule(student="resnet20", teacher="resnet56", input_size=(3, 8, 8), feature_pairs="stages",
+                                        losses=losses, channels_last=layout, schedule="constant")
+    plain, fast = modules[False], modules[True]
+    conv = fast.student.conv1.weight
+    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
+    assert plain.student.conv1.weight.is_contiguous()
+    seen = []
+    hook = fast.student.conv1.register_forward_pre_hook(lambda m, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last)))
+    x, y = batch(n=8, size=8)
+    (lp, vp), (lf, vf) = plain.compute_losses(x, y), fast.compute_losses(x, y)
+    hook.remove()
+    assert seen == [True]
+    assert torch.allclose(lp, lf, atol=1e-5) and set(vp.terms) == set(vf.terms)
+    for name in vp.terms:
+        assert torch.allclose(vp.terms[name], vf.terms[name], atol=1e-5), name
+    data = DataLoader(TensorDataset(x.repeat(2, 1, 1, 1), y.repeat(2)), batch_size=8)
+    for layout, module in modules.items():
+        trainer(tmp_path / str(layout), 2).fit(module, train_dataloaders=data)
+    for (name, a), b in zip(plain.student.state_dict().items(), fast.student.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-4), name

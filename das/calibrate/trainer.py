@@ -38,7 +38,7 @@ from das.calibrate.data import PopulationData
 from das.calibrate.teacher_cache import MAP_DTYPES, CachedBatch, TeacherCache
 from das.data.transforms import check_augment
 from das.distill.losses import LossConfig, LossSpec, LossValues
-from das.distill.module import DEFAULT_LOSSES, FeaturePairs, alone_terms, make_pairs
+from das.distill.module import DEFAULT_LOSSES, FeaturePairs, alone_terms, make_pairs, needs_teacher
 from das.distill.objective import FEATURE_INPUTS
 from das.distill.objective import Objective as TermsObjective
 from das.distill.optim import OptimConfig, build_optimizer, build_scheduler, param_groups
@@ -87,7 +87,7 @@ class Recipe:
         if self.map_dtype not in MAP_DTYPES:
             raise DasError(f"map_dtype={self.map_dtype!r} must be one of {', '.join(MAP_DTYPES)}")
         alone_terms(self.loss_spec)  # a recipe whose run alone would train nothing fails now
-        if not any(t.weight > 0 for t in self.loss_spec.terms if t not in alone_terms(self.loss_spec)):
+        if not any(t.weight > 0 and needs_teacher(t) for t in self.loss_spec.terms):
             raise DasError(f"losses={self.loss_spec.to_config()} has no term that reads the teacher, so distilled and alone would be the same run; add kd or a feature loss")
 
     @property

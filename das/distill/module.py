@@ -21,13 +21,15 @@ and top-5 (``{stage}/top5``) accuracy as fractions, and the cross-entropy (``{st
 Without a teacher, the terms that read anything but the student's logits and the labels (KD and
 every feature loss) are left out, and the rest (``ce``, label smoothing included) is trained:
 the no-teacher baseline of a distillation run is built from the same hyperparameters with
-``teacher=None``, so it must train on the same config's label terms. A config that leaves no
-label term with non-zero weight cannot train alone and is refused (:func:`alone_terms`).
+``teacher=None``, so it must train on the same config's label terms, scaled to the logit terms'
+total weight so that both runs take steps of the same size (:func:`alone_terms`). A config that
+leaves no label term with non-zero weight cannot train alone and is refused.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import warnings
 from typing import Any, Literal
 
@@ -38,7 +40,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 
 from das.distill.losses import LossConfig, LossSpec, LossTerm, LossValues
-from das.distill.objective import Objective
+from das.distill.objective import FEATURE_INPUTS, Objective
 from das.distill.optim import OptimConfig, build_optimizer, build_scheduler, param_groups, trainer_steps
 from das.distill.pairing import FeaturePair, FeatureProjectors, pair_by_names, pair_stages
 from das.distill.rng import rng_states, set_rng_states
@@ -72,14 +74,23 @@ def needs_teacher(term: LossTerm) -> bool:
 
 
 def alone_terms(spec: LossSpec) -> list[LossTerm]:
-    """The terms of non-zero weight that train a student without a teacher, or a DasError if none."""
-    terms = [t for t in spec.terms if t.weight > 0 and not needs_teacher(t)]
-    if not terms:
+    """The label terms of non-zero weight, scaled to carry the weight of every logit term; a DasError if none.
+
+    Why scaled: KD's gradient is about the size of CE's (the T² factor, Hinton et al. 2015), so a
+    distilled run on ce ½ + kd ½ steps like ce 1, and a baseline on ce ½ alone would train at half
+    its step size and lose for that reason only (README: "Why KD first lost"). The label terms
+    therefore share the total weight of the logit terms (label terms and kd; feature terms aside):
+    ce ½ + kd ½ trains alone on ce 1, ce 1 + kd 1 on ce 2, ce 1 (+ any feature loss) on ce 1.
+    """
+    label = [t for t in spec.terms if t.weight > 0 and not needs_teacher(t)]
+    if not label:
         raise DasError(
             f"losses={spec.to_config()} has no term that trains without a teacher (the no-teacher baseline and "
             "teacher-less runs need one); add ce, e.g. ce: 1.0, or run with --baseline false"
         )
-    return terms
+    logit_total = sum(t.weight for t in spec.terms if t.weight > 0 and not set(t.loss.needs) & FEATURE_INPUTS)
+    factor = logit_total / sum(t.weight for t in label)
+    return [dataclasses.replace(t, weight=t.weight * factor) for t in label]
 
 
 def topk_accuracy(logits: torch.Tensor, targets: torch.Tensor, k: int) -> torch.Tensor:

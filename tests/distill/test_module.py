@@ -88,14 +88,30 @@ def test_a_leaderboard_row_student_is_stored_as_its_spec_and_reloads_without_the
 
 
 def test_without_teacher_it_trains_alone_on_the_label_terms(tmp_path) -> None:
-    """The default recipe (ce + kd + cosine) without a teacher is ce alone: the baseline's case."""
-    module = DistillModule(student=TEACHER, input_size=(3, 8, 8), losses={"ce": {"weight": 1.0, "label_smoothing": 0.1}, "kd": 1.0, "cosine": 1.0})
+    """A distillation recipe without a teacher is its ce alone, carrying ce's and kd's weight: the baseline's case."""
+    module = DistillModule(student=TEACHER, input_size=(3, 8, 8), losses={"ce": {"weight": 0.5, "label_smoothing": 0.1}, "kd": 0.5, "cosine": 1.0})
     assert [t.name for t in module.terms] == ["ce"] and not module.uses_features and not list(module.projectors.parameters())
     x, y = batch(size=8)
     logits, values = module.compute_losses(x, y)
     assert list(values.terms) == ["ce"] and torch.allclose(values.total, F.cross_entropy(logits, y, label_smoothing=0.1))
     trainer(tmp_path).fit(module, datamodule=tiny_data())
     assert module.teacher is None
+
+
+@pytest.mark.parametrize(("losses", "alone"), [
+    ({"ce": 0.5, "kd": 0.5, "cosine": 1.0}, 1.0),  # the convex mix steps like ce 1
+    ({"ce": 1.0, "kd": 1.0}, 2.0),  # ce + kd steps like 2 ce
+    ({"ce": 0.3, "kd": {"weight": 0.9, "temperature": 2.0}, "fitnet": 5.0, "relation": 2.0}, 1.2),  # feature terms carry no weight over
+    ({"ce": 1.0, "cosine": 3.0}, 1.0),  # no kd: ce as given
+])
+def test_the_baseline_carries_the_logit_terms_weight_on_its_label_terms(losses, alone) -> None:
+    """Alone, the ce weight is the sum of the logit terms' weights, so both runs take steps of the same size."""
+    module = DistillModule(student=TEACHER, input_size=(3, 8, 8), losses=losses)
+    (term,) = module.terms
+    assert term.name == "ce" and term.weight == pytest.approx(alone)
+    x, y = batch(size=8)
+    logits, values = module.compute_losses(x, y)
+    assert torch.allclose(values.total, alone * F.cross_entropy(logits, y))
 
 
 def test_projector_appears_when_widths_differ() -> None:

@@ -61,7 +61,9 @@ def column(init: str, bn: str, term: str) -> str:
     return f"{term}@teacher_{init}/bn_{bn}"
 
 
-COLUMNS = [column(i, b, t) for i in TEACHER_INITS for b in BN_MODES for t in TERMS] + ["params"]
+#: Every (teacher, BN mode, term) column, the ones a DisWOT variant scores (ground_truth_proxies reuses them).
+VARIANTS = [column(i, b, t) for i in TEACHER_INITS for b in BN_MODES for t in TERMS]
+COLUMNS = VARIANTS + ["params"]
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -92,6 +94,11 @@ def student_capture(student: nn.Module, batch: tuple[torch.Tensor, torch.Tensor]
                     m.eval()
         with seeded(seed, x.device):
             return capture(student, x, feature_points(student, x))
+
+
+def teacher_references(spec: str, checkpoint: str | Path, batch, num_classes: int, seed: int) -> dict[str, DisWOTReference]:
+    """The teacher read once per init (random, trained) on the probe batch: every variant compares with one of them."""
+    return {init: teacher_reference(spec, checkpoint, batch, num_classes, init, seed) for init in TEACHER_INITS}
 
 
 def variant_scores(student: nn.Module, batch, references: dict[str, DisWOTReference], seed: int) -> dict[str, float]:
@@ -131,7 +138,7 @@ def main(argv: Sequence[str]) -> int:
     out = Path(args.out)
     rows = sample_rows(read_accuracy_csv(args.accuracy_csv), args.num_archs, args.seed)
     batch = load_probe(args.data, 64, 1, args.seed)[0]
-    references = {init: teacher_reference(args.teacher, args.teacher_checkpoint, batch, 10, init, args.seed) for init in TEACHER_INITS}
+    references = teacher_references(args.teacher, args.teacher_checkpoint, batch, 10, args.seed)
     space = create_space("nb201", C=args.C, N=args.N)
     identity = {"benchmark": "diswot_variants", "seed": args.seed, "C": args.C, "N": args.N, "data": Path(args.data).name,
                 "teacher": args.teacher, "teacher_checkpoint": Path(args.teacher_checkpoint).name}

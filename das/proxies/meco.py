@@ -39,7 +39,9 @@ def min_correlation_eigenvalue(feature: torch.Tensor) -> float:
     """λ_min of the channel correlation of one C×H×W map (constant channels' entries set to 0)."""
     if feature[0].numel() < 2:  # one observation per channel: no correlation at all, so 0
         return 0.0
-    corr = torch.corrcoef(feature.flatten(1).double())
+    channels = feature.shape[0]
+    # corrcoef returns a 0-d tensor for one channel: as a 1×1 matrix, λ_min is that channel's self-correlation, 1.
+    corr = torch.corrcoef(feature.flatten(1).double()).reshape(channels, channels)
     corr = torch.nan_to_num(corr, nan=0.0, posinf=0.0, neginf=0.0)
     return float(torch.linalg.eigvalsh(corr)[0])
 

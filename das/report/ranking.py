@@ -116,10 +116,12 @@ def partial_rank_correlation(
     r_xy, r_xz, r_yz = (rank_correlation(a[keep], b[keep])["spearman"] for a, b in ((x, y), (x, z), (y, z)))
     if r_xy is None or r_xz is None or r_yz is None:
         return out
-    denominator = math.sqrt(max(0.0, (1 - r_xz**2) * (1 - r_yz**2)))
-    if denominator < 1e-12:  # the score (or the truth) is a monotone function of the control
-        out["spearman"] = 0.0 if abs(r_xz) > 1 - 1e-12 else None
+    # |r| = 1 (to rounding: spearmanr gives 1 − 4e-16 for a column ranked against its own log) when
+    # the score (or the truth) is a monotone function of the control.
+    if max(abs(r_xz), abs(r_yz)) > 1 - 1e-9:
+        out["spearman"] = 0.0 if abs(r_xz) > 1 - 1e-9 else None
         return out
+    denominator = math.sqrt((1 - r_xz**2) * (1 - r_yz**2))
     out["spearman"] = float((r_xy - r_xz * r_yz) / denominator)
     return out
 

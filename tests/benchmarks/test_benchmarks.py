@@ -312,6 +312,9 @@ def test_partial_rank_correlation_equals_the_correlation_of_rank_residuals() -> 
     assert partial_rank_correlation(score, accuracy, size)["spearman"] == pytest.approx(expected, rel=1e-9)
     # a score that only tracks size knows nothing beyond it
     assert partial_rank_correlation(np.exp(size), accuracy, size)["spearman"] == 0.0
+    # exactly 0 on a few students too, where spearmanr's rho of a column with its log is 1 − 4e-16
+    params = np.array([1000.0, 5000, 2000, 30000, 7000])
+    assert partial_rank_correlation(params, np.array([50.0, 60, 52, 70, 65]), np.log(params))["spearman"] == 0.0
 
 
 def test_within_bins_ranks_inside_each_size_quartile() -> None:

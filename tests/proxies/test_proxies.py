@@ -309,6 +309,9 @@ def test_meco_of_orthogonal_and_duplicate_channels() -> None:
     assert min_correlation_eigenvalue(orth) == pytest.approx(1.0)
     dup = torch.stack([orth[0], orth[0], orth[1]])
     assert min_correlation_eigenvalue(dup) == pytest.approx(0.0, abs=1e-12)
+    # one channel (a width-0.5 resnet_cifar stage at C = 2): its 1×1 correlation is 1; a constant one 0
+    assert min_correlation_eigenvalue(orth[:1]) == pytest.approx(1.0)
+    assert min_correlation_eigenvalue(torch.ones(1, 2, 2)) == 0.0
 
 
 class PassThrough(nn.Module):

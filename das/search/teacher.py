@@ -88,7 +88,8 @@ def _train(cfg, datamodule, num_classes, input_size, root: Path, path: Path, log
     log(f"teacher: no checkpoint given, training {cfg.spec} once for {cfg.epochs} epochs "
         f"(saved to {path} and reused next time)")
     L.seed_everything(seed, workers=True, verbose=False)
-    module = DistillModule(student=cfg.spec, num_classes=num_classes, lr=cfg.lr, input_size=input_size)
+    # Cross-entropy alone, whatever the distillation defaults are: this network is the teacher.
+    module = DistillModule(student=cfg.spec, num_classes=num_classes, lr=cfg.lr, input_size=input_size, losses={"ce": 1.0})
     trainer = make_trainer(root, cfg.epochs)
     try:
         acc = fit_and_test(module, datamodule, trainer, ckpt_path=last_checkpoint(root))

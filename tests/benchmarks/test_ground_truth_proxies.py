@@ -94,6 +94,18 @@ def test_budget_pick_matches_a_hand_computation() -> None:
     assert whole["picks"]["good"]["regret"] == 0.0 and whole["largest"]["distilled_acc"] == 99.0
 
 
+def test_in_budget_correlation_is_spearman_among_the_students_within_each_budget() -> None:
+    params = [10.0, 20.0, 30.0, 40.0, 50.0]
+    acc = [60.0, 58.0, 70.0, 65.0, 80.0]
+    score = [1.0, 2.0, 0.5, 4.0, 5.0]
+    got = gtp.in_budget_correlation(score, params, acc, [30.0, 50.0])
+    # by hand: within 30, score ranks (2, 3, 1) against acc ranks (2, 1, 3): ρ = 1 − 6·(0+4+4)/(3·8) = −1;
+    # within 50, ρ = 1 − 6·Σd²/(5·24) with score ranks (2,3,1,4,5), acc ranks (2,1,4,3,5): Σd² = 0+4+9+1+0 = 14
+    assert got["per_budget"] == pytest.approx([-1.0, 1 - 6 * 14 / 120])
+    assert got["mean"] == pytest.approx((-1.0 + 1 - 6 * 14 / 120) / 2)
+    assert gtp.in_budget_correlation(score, params, acc, [10.0, 50.0])["mean"] is None  # one student: no ρ, no mean
+
+
 def test_budgets_are_the_percentiles_of_the_population() -> None:
     assert gtp.budgets([10, 20, 30, 40, 50]) == [20.0, 30.0, 40.0]
     assert gtp.budgets([1, 2, 3, 4]) == [1.75, 2.5, 3.25]  # linear interpolation between students
@@ -116,7 +128,14 @@ def test_scores_every_trained_student_and_resumes_without_rescoring(inputs: dict
     result = json.loads(inputs["out"].read_text())
     assert result["students_trained"] == 5 and result["students_untrained_skipped"] == 1
     res = result["results"]
-    assert list(res)[:4] == ["params", "snip", "diswot", "ensemble"] and set(VARIANTS) <= set(res)
+    assert list(res)[:5] == ["params", "snip", "diswot", "ensemble", "ensemble+diswot"] and set(VARIANTS) <= set(res)
+    # the declared combination is the log-rank rule over the ensemble's members and diswot, on the scores file's values
+    members = ["meco", "zico", "az_expressivity", "az_progressivity", "az_trainability", "az_complexity", "diswot"]
+    ranks = [stats.rankdata([float(r[m]) for r in rows]) for m in members]
+    combined = np.sum([np.log(rk / len(rows)) for rk in ranks], axis=0)
+    acc = [by_arch_acc for by_arch_acc in (next(s["distilled_acc"] for s in trained if s["arch"] == r["arch"]) for r in rows)]
+    assert res["ensemble+diswot"]["vs_distilled_acc"]["spearman"] == pytest.approx(stats.spearmanr(combined, acc).statistic, abs=1e-12)
+    assert len(res["ensemble+diswot"]["in_budget_vs_distilled_acc"]["per_budget"]) == 3
     # Each correlation is scipy's on the same numbers: the scores file's column against the summary's accuracies.
     by_arch = {s["arch"]: s for s in trained}
     snip = [float(r["snip"]) for r in rows]

@@ -34,10 +34,13 @@ class SpaceConfig:
     """The student search space.
 
     Args:
-        name: a registered space (nb201, resnet_cifar).
+        name: a registered space (nb201, resnet_cifar, timm), or package.module:function for
+            your own define-by-run space (a function of an Optuna trial returning the network).
         args: the space's construction arguments over its own defaults, so a name alone works
             (nb201: C, the stem width, 16, and N, the cells per stage, 5; resnet_cifar: C, the
-            first stage's base width, 16, and its block and width-multiplier choices).
+            first stage's base width, 16, and its block and width-multiplier choices; timm:
+            family (resnet, mobilenetv3, efficientnet) and its choice lists; your function: its
+            keyword arguments after the trial).
     """
 
     name: str = "nb201"

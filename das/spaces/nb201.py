@@ -313,6 +313,7 @@ class NB201Space(SearchSpace):
     """
 
     name = "nb201"
+    finite = True
 
     def __init__(self, C: int = 16, N: int = 5) -> None:
         for key, value, default in (("C", C, 16), ("N", N, 5)):

@@ -94,6 +94,7 @@ class ResNetCifarSpace(SearchSpace):
     """
 
     name = "resnet_cifar"
+    finite = True
 
     def __init__(self, C: int = 16, depths: Sequence[int] = DEPTHS, multipliers: Sequence[float] = MULTIPLIERS) -> None:
         if isinstance(C, bool) or not isinstance(C, int) or C < 1:

@@ -15,7 +15,7 @@ override it. The run directory is --run_dir, else the config's run_dir, else run
 name> (runs/search without a config).
 
 Rerunning the same command resumes the study in its run directory; several processes may run
-it at once and together run study.trials trials. Exit status: 0 done, 1 a mistake in the
+it at once and together score study.trials distinct architectures within the budget. Exit status: 0 done, 1 a mistake in the
 command or its config (one line; --debug for a traceback), 130 interrupted (results so far are
 written).
 """
@@ -85,9 +85,13 @@ def main(argv: list[str]) -> int:
         print(f"\nbest student: {best['arch']}")
         print(f"  {summary['objective']} = {best[summary['objective']]:.5g}, {best['params']:,} params, {best['flops']:,} FLOPs")
     print(f"teacher: {init.teacher.spec}, {summary['teacher_test_acc']:.2f}% top-1 on the held-out test split")
-    print(f"{summary['trials_finished']} trials, {summary['distinct_archs']} distinct architectures, {summary['seconds']} s")
+    print(f"{summary['scored']} distinct architectures scored in {summary['trials']} trials ({summary['duplicates']} drew one "
+          f"already scored, {summary['infeasible']} were over budget and not scored), {summary['seconds']} s")
     calibrated = ", calibration.csv, calibration_students.csv, calibration.png" if summary["calibration"] else ""
-    print(f"wrote {run_dir}/: best_arch.json, leaderboard.csv, scores.png, search_summary.json, search_config.yaml, study.journal{calibrated}")
+    pareto = "pareto.json, " if summary["pareto"] is not None else ""
+    print(f"wrote {run_dir}/: best_arch.json, {pareto}leaderboard.csv, plots/, search_summary.json, search_config.yaml, study.journal{calibrated}")
+    if summary["pareto"]:
+        print(f"pareto front: {summary['pareto']} students in {run_dir}/pareto.json; distil one with --model.student {run_dir}/pareto.json#N")
     if summary["interrupted"]:
         return INTERRUPTED
     if Path(init.run_dir) == Path("runs/quickstart"):

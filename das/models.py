@@ -4,6 +4,7 @@ A string names either an architecture of a search space (an :class:`ArchSpec`) o
 that is not one (a teacher spec, :func:`teachers.create_teacher`):
 
 - ``runs/x/best_arch.json``: the best architecture of a search, or any ArchSpec JSON file;
+- ``runs/x/pareto.json#N``: entry N (from 1) of a multi-objective search's Pareto front;
 - ``runs/x/leaderboard.csv#N``: the architecture ranked N in a search's leaderboard (1 is the
   best, as the ``rank`` column prints it). The CSV shows each architecture's choices but not the
   space's arguments, so the spec is read from the search's Optuna study, the trial the row
@@ -28,6 +29,8 @@ from das.spec import ArchSpec
 
 #: ``PATH.csv#N``; the part after ``#`` is checked separately so a bad rank gets its own message.
 _LEADERBOARD_ROW = re.compile(r"(?P<path>.+\.csv)(?:#(?P<rank>.*))?", re.IGNORECASE)
+#: ``PATH.json#N``: an entry of a pareto.json (likewise).
+_PARETO_ENTRY = re.compile(r"(?P<path>.+\.json)#(?P<index>.*)", re.IGNORECASE)
 
 
 def build_model(spec: str | ArchSpec, num_classes: int, checkpoint: str | None = None) -> nn.Module:
@@ -35,7 +38,7 @@ def build_model(spec: str | ArchSpec, num_classes: int, checkpoint: str | None =
 
     Args:
         spec: an :class:`ArchSpec`, a path to an architecture JSON (``best_arch.json``), a
-            leaderboard row (``leaderboard.csv#N``), an inline ArchSpec JSON, or a teacher spec
+            Pareto entry (``pareto.json#N``), a leaderboard row (``leaderboard.csv#N``), an inline ArchSpec JSON, or a teacher spec
             (``resnet20``, ``timm:NAME``, ``torchvision:NAME``, ``package.module:function``).
         num_classes: classifier outputs.
         checkpoint: optional local weights, loaded strictly.
@@ -66,6 +69,9 @@ def arch_spec(spec: str | ArchSpec) -> ArchSpec | None:
         return ArchSpec.from_json(text)
     if text.endswith(".json"):
         return ArchSpec.load(Path(text))
+    entry = pareto_entry(text)
+    if entry:
+        return pareto_spec(*entry)
     row = leaderboard_row(text)
     if row:
         return leaderboard_spec(*row)
@@ -76,6 +82,42 @@ def leaderboard_row(spec: str) -> tuple[Path, str | None] | None:
     """``(csv path, rank text)`` when ``spec`` names a leaderboard row (``PATH.csv#N``), else None; the rank is checked later."""
     row = _LEADERBOARD_ROW.fullmatch(spec.strip())
     return (Path(row["path"]), row["rank"]) if row else None
+
+
+def pareto_entry(spec: str) -> tuple[Path, str] | None:
+    """``(json path, index text)`` when ``spec`` names a Pareto entry (``PATH.json#N``), else None; the index is checked later."""
+    match = _PARETO_ENTRY.fullmatch(spec.strip())
+    return (Path(match["path"]), match["index"]) if match else None
+
+
+def pareto_spec(path: str | Path, index: str | int) -> ArchSpec:
+    """The architecture of entry ``index`` (from 1) of the pareto.json at ``path`` (written by search.py).
+
+    Raises:
+        DasError: an index that is not a positive integer, a missing file, a file that is not a
+            pareto.json, or an index past its last entry.
+    """
+    import json
+
+    path = Path(path)
+    shown = f"{path}#{index}"
+    if not re.fullmatch(r"[1-9][0-9]*", str(index).strip()):
+        raise DasError(f"pareto entry {shown!r} must be PATH/pareto.json#N with N an entry's index (from 1), e.g. runs/x/pareto.json#1")
+    if not path.is_file():
+        raise DasError(f"pareto file {str(path)!r} does not exist; run search.py with study.objectives first or give an existing pareto.json")
+    try:
+        body = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise DasError(f"pareto file {str(path)!r} is not valid JSON: {err}") from None
+    if not isinstance(body, dict) or not isinstance(body.get("front"), list):
+        raise DasError(f"{str(path)!r} is not a pareto.json (it has no 'front' list); #N picks an entry of a search's pareto.json")
+    number = int(str(index).strip())
+    entry = next((e for e in body["front"] if isinstance(e, dict) and e.get("index") == number), None)
+    if entry is None:
+        count = len(body["front"])
+        span = f"{count} entries (#1–#{count})" if count else "no entries"
+        raise DasError(f"pareto file {str(path)!r} has {span}; #{number} is out of range")
+    return ArchSpec.from_dict(entry["spec"])
 
 
 def leaderboard_spec(path: str | Path, rank: str | int | None) -> ArchSpec:

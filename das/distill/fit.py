@@ -24,7 +24,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from das.distill.module import DistillModule
 from das.errors import DasError
-from das.models import leaderboard_row
+from das.models import leaderboard_row, pareto_entry
 
 CHECKPOINT_DIR = "checkpoints"
 LOG_DIR = "logs"
@@ -93,7 +93,8 @@ def run_root(default_root_dir: str | None, student: str) -> Path:
     """Where a train.py run writes: ``--trainer.default_root_dir`` when given, else next to the searched student.
 
     A student given as a search result, ``runs/x/best_arch.json`` or a leaderboard row
-    ``runs/x/leaderboard.csv#N``, writes to ``runs/x/distill`` (a row: ``runs/x/distill-rankN``); any other student (a spec such as
+    ``runs/x/leaderboard.csv#N``, writes to ``runs/x/distill`` (a row: ``runs/x/distill-rankN``; a Pareto entry
+    ``runs/x/pareto.json#N``: ``runs/x/distill-paretoN``); any other student (a spec such as
     ``resnet20``, inline JSON) needs an explicit root.
     """
     if student.endswith(".json") and not Path(student).is_file():
@@ -108,8 +109,13 @@ def run_root(default_root_dir: str | None, student: str) -> Path:
             f"model.student={student!r}: leaderboard {str(leaderboard)!r} does not exist; "
             "run search.py first or give an existing runs/x/leaderboard.csv#N"
         )
+    pareto = pareto_entry(student)
+    if pareto is not None and not pareto[0].is_file():
+        raise DasError(f"model.student={student!r}: {str(pareto[0])!r} does not exist; run search.py with study.objectives first")
     if default_root_dir is not None:
         return Path(default_root_dir)
+    if pareto is not None:  # its own folder per entry, like a leaderboard row
+        return pareto[0].parent / f"distill-pareto{pareto[1].strip()}"
     if student.endswith(".json"):
         return Path(student).parent / "distill"
     if leaderboard is not None:  # its own folder, so distilling row 3 never overwrites best_arch.json's run

@@ -53,6 +53,7 @@ def score(
     teacher_init: str = DEFAULT_TEACHER_INIT,
     fused: bool = True,
     seed: int = 0,
+    flops: int | None = None,
 ) -> dict[str, float]:
     """Score ``model`` with each named proxy.
 
@@ -71,6 +72,9 @@ def score(
             ``False`` every proxy runs in a fresh context of its own — the same numbers, slower;
             for tests and for timing the fusion.
         seed: seeds every forward pass and random probe signal, so scores are reproducible.
+        flops: the model's FLOPs on one probe input when the caller has counted them already
+            (a search counts them for the budget), so ``flops`` and ``az_complexity`` do not
+            count them again.
 
     Raises:
         DasError: for an unknown proxy, a missing teacher, too few batches, or a proxy that
@@ -96,7 +100,7 @@ def score(
     for group in groups:
         needs = frozenset().union(*(p.needs for p in group))
         with preserved(model):
-            ctx = ScoringContext(model, list(batches), teacher, needs=needs, seed=seed, reference=reference)
+            ctx = ScoringContext(model, list(batches), teacher, needs=needs, seed=seed, reference=reference, flops=flops)
             for p in group:
                 values[p.name] = _finite(p.name, ctx.value(p.name))
     return {name: values[name] for name in proxies}

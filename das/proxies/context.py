@@ -221,6 +221,8 @@ class ScoringContext:
         reference: what population-relative proxies rank against (an ensemble reference).
         needs: what the proxies scored with this context read (builtin needs and tap names).
         seed: seeds every forward pass and every random probe signal.
+        flops: the model's FLOPs on one probe input, if already counted (read by ``flops`` and
+            ``az_complexity`` instead of a second count).
     """
 
     def __init__(
@@ -231,6 +233,7 @@ class ScoringContext:
         needs: frozenset[str] | set[str] | tuple[str, ...] = (),
         seed: int = 0,
         reference: Any = None,
+        flops: int | None = None,
     ) -> None:
         if not batches:
             raise DasError("scoring needs at least one probe batch, got none")
@@ -243,7 +246,7 @@ class ScoringContext:
         self.reference = reference
         self.needs = frozenset(needs)
         self.seed = seed
-        self._memo: dict[str, Any] = {}
+        self._memo: dict[str, Any] = {} if flops is None else {"flops": float(flops)}  # the key das.proxies.flops memoises under
 
     # ---------------------------------------------------------------- generic
 

@@ -49,15 +49,22 @@ class SpaceConfig:
 
 @dataclass
 class BudgetConfig:
-    """Hard limits on a student's size; unset means unlimited.
+    """Hard limits on a student's size and speed; unset means unlimited.
+
+    A candidate over a limit is rejected before any proxy scores it: recorded as infeasible with
+    its size, it does not use up one of ``study.trials``.
 
     Args:
         max_params: trainable parameters.
         max_flops: forward FLOPs for one input (2 per multiply-accumulate).
+        max_latency_ms: milliseconds of one forward pass at the probe batch size on the search
+            device (the median of 5 timed passes), measured only for candidates within the
+            params and FLOPs limits.
     """
 
     max_params: int | None = None
     max_flops: int | None = None
+    max_latency_ms: float | None = None
 
 
 @dataclass
@@ -65,10 +72,17 @@ class StudyConfig:
     """How Optuna searches.
 
     Args:
-        trials: total trials of the study; rerunning resumes until this many are finished.
+        trials: how many distinct architectures within the budget to score; rerunning resumes
+            until this many are scored. A resampled or isomorphic architecture reuses its score
+            and an over-budget one is rejected unscored: neither uses up a trial.
         objective: the proxy maximised.
+        objectives: instead of ``objective``, several to trade off, e.g. [ensemble, params]:
+            every proxy is maximised except the size terms params and flops, which are
+            minimised here; the non-dominated candidates are written to RUN_DIR/pareto.json.
         report: further proxies recorded per candidate (e.g. DisWOT's two terms).
-        sampler: tpe or random.
+        sampler: tpe (learns the budget from the rejected candidates), random, nsga2 (a genetic
+            algorithm for several objectives, budget as constraint) or grid (every distinct
+            member of a finite space once, in the space's order).
         seed: seeds the sampler and the probe batches.
         probe_batch_size: images per probe batch.
         probe_batches: number of probe batches.
@@ -81,6 +95,7 @@ class StudyConfig:
 
     trials: int = 100
     objective: str = "diswot"
+    objectives: list[str] | None = None
     report: list[str] = field(default_factory=lambda: ["diswot_relation", "diswot_semantic"])
     sampler: str = "tpe"
     seed: int = 0

@@ -1,14 +1,16 @@
-"""Search outputs: leaderboard.csv, best_arch.json and a score-versus-size plot."""
+"""Search outputs: leaderboard.csv and best_arch.json (pareto.json: :mod:`das.search.pareto`; plots: :mod:`das.search.plots`)."""
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 from typing import Any
 
 import optuna
 
+from das.search.ledger import INFEASIBLE, SCORED, kind_of
 from das.spec import ArchSpec
 
 
@@ -27,33 +29,54 @@ def trial_scores(attrs: dict[str, Any], extra: dict[str, dict[str, float]]) -> d
     return {**extra.get(attrs["arch"], {}), **attrs["scores"]}
 
 
-def leaderboard(study: optuna.Study, proxies: list[str]) -> list[dict[str, Any]]:
-    """One row per distinct architecture scored, best first; over-budget ones last."""
+def leaderboard(study: optuna.Study, proxies: list[str], directions: list[str] | None = None) -> list[dict[str, Any]]:
+    """One row per distinct architecture, best first; over-budget ones last, with their size and no scores.
+
+    A scored architecture is one row however many trials drew it (duplicates and isomorphs
+    report its scores; see :mod:`das.search.ledger`). Rows are ordered by the first of
+    ``proxies`` in its direction (``directions[0]``, default maximise); over-budget rows by size.
+    """
     rows: dict[str, dict[str, Any]] = {}
     extra = rescored(study)
     for trial in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
         attrs = trial.user_attrs
-        if "arch" not in attrs or attrs["arch"] in rows:
+        kind = kind_of(trial)
+        key = attrs.get("key") or attrs.get("arch")
+        if "arch" not in attrs or kind not in (SCORED, INFEASIBLE) or key in rows:
             continue
-        spec = ArchSpec.from_json(attrs["arch"])
-        feasible = all(c <= 0 for c in trial.constraints.values())
-        rows[attrs["arch"]] = {
+        scores = trial_scores(attrs, extra) if "scores" in attrs else {}
+        rows[key] = {
             "trial": trial.number,
-            "arch": str(spec),
-            **{name: trial_scores(attrs, extra).get(name) for name in proxies},
+            "arch": str(ArchSpec.from_json(attrs["arch"])),
+            **{name: scores.get(name) for name in proxies},
             "params": attrs["params"],
-            "flops": attrs["flops"],
-            "feasible": feasible,
+            "flops": attrs.get("flops"),
+            **({"latency_ms": attrs["latency_ms"]} if "latency_ms" in attrs else {}),
+            "feasible": kind == SCORED,
             "spec": attrs["arch"],
         }
-    ordered = sorted(rows.values(), key=lambda r: (not r["feasible"], -r[proxies[0]]))
+    sign = -1.0 if (directions or ["maximize"])[0] == "maximize" else 1.0
+
+    def order(row: dict[str, Any]) -> tuple:
+        value = row[proxies[0]]
+        if not row["feasible"]:
+            return (2, row["params"], row["trial"])
+        if value is None or not math.isfinite(value):
+            return (1, 0.0, row["trial"])
+        return (0, sign * value, row["trial"])
+
+    ordered = sorted(rows.values(), key=order)
     for rank, row in enumerate(ordered, start=1):
         row["rank"] = rank
     return ordered
 
 
 def write_leaderboard(rows: list[dict[str, Any]], proxies: list[str], path: Path) -> None:
-    columns = ["rank", "trial", "arch", *proxies, "params", "flops", "feasible"]
+    """leaderboard.csv; ``latency_ms`` and ``pareto`` (the row's index in pareto.json) only when some row has them."""
+    latency = ["latency_ms"] if any("latency_ms" in r for r in rows) else []
+    pareto = ["pareto"] if any("pareto" in r for r in rows) else []
+    scores = [p for p in proxies if p not in ("params", "flops")]  # those two proxies are the size columns
+    columns = ["rank", "trial", "arch", *scores, "params", "flops", *latency, "feasible", *pareto]
     tmp = path.with_suffix(".tmp")
     with tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
@@ -73,26 +96,3 @@ def write_best(rows: list[dict[str, Any]], path: Path, **context: Any) -> dict[s
     tmp.write_text(json.dumps({**spec.to_dict(), "search": {**summary, **context}}, indent=2, sort_keys=True) + "\n")
     tmp.replace(path)
     return best
-
-
-def plot_scores(rows: list[dict[str, Any]], objective: str, path: Path) -> None:
-    """Score against parameters, the trade-off a user picks a budget from."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for feasible, colour, label in ((True, "tab:blue", "within budget"), (False, "tab:gray", "over budget")):
-        pts = [(r["params"], r[objective]) for r in rows if r["feasible"] == feasible]
-        if pts:
-            ax.scatter(*zip(*pts), s=12, c=colour, label=label)
-    if rows and rows[0]["feasible"]:
-        ax.scatter([rows[0]["params"]], [rows[0][objective]], s=80, marker="*", c="tab:red", label="best")
-    ax.set_xscale("log")
-    ax.set_xlabel("parameters")
-    ax.set_ylabel(f"{objective} (higher is better)")
-    ax.legend(loc="best", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)

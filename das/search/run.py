@@ -8,8 +8,10 @@ command.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 import json
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -28,16 +30,21 @@ from das.proxies.diswot import DisWOTReference, check_teacher_init
 from das.search.calibrate import Calibration, calibrate_settings, check_calibrate, check_calibration_data
 from das.search.calibrate import calibrate as run_calibration
 from das.search.config import BudgetConfig, CalibrateConfig, SpaceConfig, StudyConfig, TeacherConfig
+from das.search.grid import GridSpecs
+from das.search.ledger import DUPLICATE, INFEASIBLE, KIND, SCORED, Ledger, kind_of, tally
 from das.search.objective import Candidate, Objective
+from das.search.objectives import check_objectives, directions, objective_names
+from das.search.pareto import write_pareto
+from das.search.plots import write_plots
 from das.search.reference import load_or_build_reference, random_members
-from das.search.results import RESCORED, leaderboard, plot_scores, rescored, trial_scores, write_best, write_leaderboard
+from das.search.results import RESCORED, leaderboard, rescored, trial_scores, write_best, write_leaderboard
 from das.search.study import (
-    COUNTED, FINISHED, Quota, count, make_storage, open_study, release_dead_trials, release_own_trials, stop_on_interrupt,
+    Interruptible, check_sampler, make_storage, open_study, release_dead_trials, release_own_trials, stop_on_interrupt,
 )
 from das.search.teacher import check_teacher, prepare_teacher
 from das.spaces import SPACES, SearchSpace
 from das.spec import ArchSpec
-from das.stats import count_flops, count_params
+from das.stats import count_flops, count_params, meta_params
 
 
 def resolve_device(device: str) -> torch.device:
@@ -65,6 +72,8 @@ def run_search(
 ) -> dict[str, Any]:
     """Search ``space`` for the student that best matches ``teacher``; return a summary.
 
+    The study scores ``study.trials`` distinct architectures within the budget
+    (:mod:`das.search.ledger`), or stops earlier when the space has no more (said in one line).
     With ``calibrate.students`` > 0 the objective is chosen first by a calibration on this space
     (:mod:`das.search.calibrate`); ``study.objective`` is kept unless a proxy beats ``params``
     by more than the noise.
@@ -72,15 +81,21 @@ def run_search(
     started = time.perf_counter()
     run_dir = Path(run_dir)
     calibrate = calibrate if calibrate is not None else CalibrateConfig()
-    proxies = [study.objective, *[p for p in study.report if p != study.objective]]
+    check_sampler(study.sampler)
+    check_objectives(study, calibrate)
+    names = objective_names(study)
+    proxies = [*names, *[p for p in study.report if p not in names]]
     needs_reference = _check_study(study, proxies)
     check_calibrate(calibrate, data.hparams.get("val_fraction"))
     check_teacher_init(teacher.init)
+    _check_budget_values(budget)
     search_space, space_args = make_space(space)
+    grid = GridSpecs(search_space, space.name) if study.sampler == "grid" else None
     dev = resolve_device(device)
     _check_writable(run_dir)
-    optuna_study = open_study(make_storage(study.storage, run_dir), study.study_name, study.sampler, study.seed)
-    settings = score_settings(data, teacher, space.name, space_args, budget, study, needs_reference, calibrate)
+    optuna_study = open_study(make_storage(study.storage, run_dir), study.study_name, study.sampler, study.seed, directions(names))
+    source = space_source(search_space)
+    settings = score_settings(data, teacher, space.name, space_args, budget, study, needs_reference, calibrate, space_source=source)
     # A calibrating run's objective is known only after the calibration; it is compared then.
     _check_same_settings(optuna_study, {k: v for k, v in settings.items() if not (calibrate.students and k == "objective")})
 
@@ -90,7 +105,7 @@ def run_search(
     input_shape = tuple(batches[0][0].shape[1:])
     sample = batches[0][0][:2].cpu()
     _check_space_runs(search_space, space.name, space_args, num_classes, sample, data.hparams.get("image_size"))
-    _check_budget_reachable(search_space, space.name, budget, num_classes, input_shape)
+    _check_budget_reachable(search_space, space.name, budget, num_classes, input_shape, study.seed)
     check_calibration_data(calibrate, data)
     loaded = check_teacher(teacher, num_classes, sample)
 
@@ -117,60 +132,83 @@ def run_search(
             ensemble_reference=ensemble_reference, num_classes=num_classes, input_shape=input_shape, device=dev, log=log,
         )
         chosen = calibration.choice.proxy
+        names = [chosen]
         proxies = [chosen, *[p for p in proxies if p != chosen]]  # the configured objective stays in the leaderboard
         needs_reference = any(PROXIES.get(p).needs_reference for p in proxies)
-        settings = score_settings(data, teacher, space.name, space_args, budget, study, needs_reference, calibrate, objective=chosen)
+        settings = score_settings(data, teacher, space.name, space_args, budget, study, needs_reference, calibrate,
+                                  objective=chosen, space_source=source)
         _check_same_settings(optuna_study, settings)
     objective_name = proxies[0]
-    objective = Objective(search_space, batches, reference, proxies, budget, num_classes, input_shape, dev, study.seed, ensemble_reference)
-    _remember_scored(optuna_study, objective, search_space, log)
+    key_of = trial_key(search_space)
+    ledger = Ledger(study.trials, key_of, release=release_dead_trials)
+    objective = Objective(search_space, batches, reference, proxies, budget, num_classes, input_shape, dev, study.seed,
+                          ensemble_reference, objectives=names, ledger=ledger, grid=grid)
+    _remember_scored(optuna_study, objective, key_of, log)
     _store_settings(optuna_study, settings)
 
     released = release_dead_trials(optuna_study)
     if released:
         log(f"search: {released} trial(s) of a process that died are not counted")
-    done = count(optuna_study, FINISHED)
-    remaining = max(0, study.trials - count(optuna_study, COUNTED))
-    if done:
-        log(f"search: resuming study {study.study_name!r} with {done} finished trials, {remaining} to go")
-    quota = Quota(objective, study.trials)
+    before = tally(optuna_study, key_of)
+    remaining = max(0, study.trials - len(ledger.scored_keys(optuna_study.get_trials(deepcopy=False))))
+    if before.trials:
+        log(f"search: resuming study {study.study_name!r}: {before.scored} architectures scored ({before.duplicates} duplicates, "
+            f"{before.infeasible} over budget), {remaining} to go")
+    runner = Interruptible(objective)
     interrupted = False
-    with tqdm(total=study.trials, initial=min(done, study.trials), desc="search", unit="trial") as bar:
-        def progress(st, trial) -> None:
-            if trial.state == optuna.trial.TrialState.PRUNED:  # surplus or interrupted: not counted
+    with tqdm(total=study.trials, initial=min(before.scored, study.trials), desc="search", unit="arch") as bar:
+        seen = {"duplicates": before.duplicates, "over budget": before.infeasible}
+
+        def progress(st: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+            kind = trial.user_attrs.get(KIND)
+            if trial.state == optuna.trial.TrialState.PRUNED or kind is None:  # surplus or interrupted: not counted
                 return
-            bar.update(1)
-            try:
-                bar.set_postfix({objective_name: f"{st.best_value:.4g}"})
-            except ValueError:  # no feasible trial yet
-                pass
+            if kind == SCORED:
+                bar.update(1)
+            else:
+                seen["duplicates" if kind == DUPLICATE else "over budget"] += 1
+            postfix = dict(seen)
+            if len(names) == 1:
+                try:
+                    postfix = {objective_name: f"{st.best_value:.4g}", **postfix}
+                except ValueError:  # no feasible trial yet
+                    pass
+            bar.set_postfix(postfix)
 
         try:
             with stop_on_interrupt(optuna_study) as ctrl_c:
                 if remaining:
-                    optuna_study.optimize(quota, n_trials=remaining, callbacks=[progress], catch=(FloatingPointError,))
-        except KeyboardInterrupt:  # a second Ctrl-C; inside a trial, the Quota catches it
+                    optuna_study.optimize(runner, callbacks=[progress], catch=(FloatingPointError,))
+        except KeyboardInterrupt:  # a second Ctrl-C; inside a trial, the runner catches it
             interrupted = True
-    interrupted = interrupted or ctrl_c["stopped"] or quota.interrupted
+    interrupted = interrupted or ctrl_c["stopped"] or runner.interrupted
     release_own_trials(optuna_study)  # a Ctrl-C between a trial's creation and its start
     release_dead_trials(optuna_study)  # a process killed just before this run started is judged again
 
-    rows = leaderboard(optuna_study, proxies)
-    write_leaderboard(rows, proxies, run_dir / "leaderboard.csv")
+    dirs = directions(names)
+    rows = leaderboard(optuna_study, proxies, dirs)
     teacher_info = {"spec": teacher.spec, "checkpoint": teacher_ckpt, "test_acc": teacher_acc}
     context = {
         "proxy": objective_name,
         "teacher": teacher_info,
         "data": {"dataset": data.hparams.get("dataset"), "num_classes": num_classes, "input_shape": list(input_shape)},
     }
+    front = write_pareto(rows, names, dirs, run_dir / "pareto.json", **context) if len(names) > 1 else None
+    write_leaderboard(rows, proxies, run_dir / "leaderboard.csv")
     best = write_best(rows, run_dir / "best_arch.json", **context)
     if rows:
-        plot_scores(rows, objective_name, run_dir / "scores.png")
+        write_plots(run_dir, rows, proxies, names, dirs, optuna_study, budget.max_params)
+    counts = tally(optuna_study, key_of)
     summary = {
         "run_dir": str(run_dir),
-        "trials_finished": count(optuna_study, FINISHED),
+        # study.trials counts "scored": distinct architectures within the budget whose proxies ran.
+        **counts.as_dict(),
         "distinct_archs": len(rows),
+        "stopped_early": objective.stopped,
         "objective": objective_name,
+        "objectives": names,
+        "sampler": study.sampler,
+        "pareto": None if front is None else len(front),
         "calibration": None if calibration is None else calibration.summary(),
         "best": None if best is None else {k: v for k, v in best.items() if k != "spec"},
         "teacher": teacher_info,
@@ -180,12 +218,17 @@ def run_search(
         "seconds": round(time.perf_counter() - started, 1),
     }
     (run_dir / "search_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if objective.stopped and not interrupted:
+        log(f"search: stopped with {counts.scored} of study.trials={study.trials} distinct architectures within the budget "
+            f"scored: {objective.stopped}")
     if interrupted:
         log("search: interrupted; results so far are written, rerun the same command to resume")
         return summary
     if best is None:
         smallest = min((r["params"] for r in rows), default=None)
-        raise DasError(f"no scored candidate is within the budget {budget}; the smallest seen has {smallest} params")
+        fastest = min((r["latency_ms"] for r in rows if r.get("latency_ms") is not None), default=None)
+        fast = f", the fastest {fastest:.3g} ms" if fastest is not None else ""
+        raise DasError(f"no scored candidate is within {_budget_text(budget)}; the smallest seen has {smallest} params{fast}: raise the budget")
     return summary
 
 
@@ -212,7 +255,10 @@ def make_space(cfg: SpaceConfig) -> tuple[SearchSpace, dict[str, Any]]:
     """The search space and its full arguments (``space.args`` over the space's own defaults).
 
     Unknown argument names are refused with the accepted ones; the full arguments are what the
-    run directory remembers, so ``{C: 16}`` and ``{C: 16, N: 5}`` count as the same space.
+    run directory remembers, so ``{C: 16}`` and ``{C: 16, N: 5}`` count as the same space. They
+    are the built space's own ``space_args`` (what its specs record), not the signature's
+    defaults: a default of None that the space resolves (timm's ``model``) is stored resolved,
+    so naming it explicitly (``model: resnet18``) is the same space.
     """
     cls = SPACES.get(cfg.name)
     args = dict(cfg.args or {})
@@ -224,9 +270,8 @@ def make_space(cfg: SpaceConfig) -> tuple[SearchSpace, dict[str, Any]]:
                 hint = close_matches_hint(str(key), named)
                 hint = f"{hint} " if hint.startswith("did you mean") else ""
                 raise DasError(f"space.args has unknown key {key!r} for space {cfg.name!r}: {hint}accepted keys: {', '.join(named) or 'none'}")
-    full = {name: p.default for name, p in named.items() if p.default is not p.empty}
-    full.update(args)
-    return cls(**args), full
+    built = cls(**args)
+    return built, json.loads(json.dumps(dict(built.space_args)))  # lists, not tuples: the form the storage gives back
 
 
 def _check_writable(run_dir: Path) -> None:
@@ -264,28 +309,103 @@ def _check_space_runs(space: SearchSpace, name: str, args: dict[str, Any], num_c
     )
 
 
-def _check_budget_reachable(space, name: str, budget: BudgetConfig, num_classes: int, input_shape: tuple[int, ...]) -> None:
-    """Fail before any work when even the space's smallest member is over the budget.
-
-    ``space.smallest()`` is the member with the fewest parameters; for nb201 (a cell of skips and
-    no convolutions) it has the fewest FLOPs too.
-    """
+def _check_budget_values(budget: BudgetConfig) -> None:
+    """Refuse a budget that is not a limit: each one is positive, or null for none."""
     for key in ("max_params", "max_flops"):
         value = getattr(budget, key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise DasError(f"budget.{key}={value!r} must be a positive integer, or null for no limit")
-    smallest: ArchSpec | None = space.smallest() if hasattr(space, "smallest") else None
-    if smallest is None or (budget.max_params is None and budget.max_flops is None):
+    value = budget.max_latency_ms
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    if value is not None and not ok:
+        raise DasError(f"budget.max_latency_ms={value!r} must be a positive number of milliseconds (one forward pass at "
+                       "study.probe_batch_size on the search device), or null for no limit")
+
+
+#: Members drawn to check a budget against a space that cannot name its smallest member.
+BUDGET_DRAWS = 32
+
+
+def _check_budget_reachable(space, name: str, budget: BudgetConfig, num_classes: int, input_shape: tuple[int, ...], seed: int = 0) -> None:
+    """Fail before any work when no candidate can be within the params/FLOPs budget.
+
+    ``space.smallest()`` is the member with the fewest parameters (for nb201, a cell of skips
+    and no convolutions, the fewest FLOPs too). A space without one (a user's define-by-run
+    function) has :data:`BUDGET_DRAWS` random members sized on the meta device instead: if
+    none is within the budget, it is refused; if a few are, the search stops once it has found
+    them all (see :mod:`das.search.objective`).
+    """
+    if budget.max_params is None and budget.max_flops is None:
         return
-    model = smallest.build(num_classes)
-    params = count_params(model)
-    if budget.max_params is not None and params > budget.max_params:
-        raise DasError(f"budget.max_params={budget.max_params} is below the smallest candidate of {name} ({smallest}: {params} params); raise the budget")
-    if budget.max_flops is not None:
+    shape = "×".join(map(str, input_shape))
+    if hasattr(space, "smallest"):
+        smallest: ArchSpec = space.smallest()
+        model = smallest.build(num_classes)
+        params = count_params(model)
+        if budget.max_params is not None and params > budget.max_params:
+            raise DasError(f"budget.max_params={budget.max_params} is below the smallest candidate of {name} ({smallest}: {params} params); raise the budget")
+        if budget.max_flops is not None:
+            flops = count_flops(model, input_shape)
+            if flops > budget.max_flops:
+                raise DasError(f"budget.max_flops={budget.max_flops} is below the smallest candidate of {name} ({smallest}: {flops} FLOPs on {shape} images); raise the budget")
+        return
+    draw = random_members(space, seed)
+    sizes = []
+    for _ in range(BUDGET_DRAWS):
+        spec = draw()
+        params = meta_params(lambda: spec.build(num_classes))
+        if params is not None and budget.max_params is not None and params > budget.max_params:
+            sizes.append((params, None))
+            continue
+        with torch.device("meta"):
+            model = spec.build(num_classes)
         flops = count_flops(model, input_shape)
-        if flops > budget.max_flops:
-            shape = "×".join(map(str, input_shape))
-            raise DasError(f"budget.max_flops={budget.max_flops} is below the smallest candidate of {name} ({smallest}: {flops} FLOPs on {shape} images); raise the budget")
+        params = count_params(model)
+        if (budget.max_params is None or params <= budget.max_params) and (budget.max_flops is None or flops <= budget.max_flops):
+            return
+        sizes.append((params, flops))
+    least_params = min(p for p, _ in sizes)
+    least_flops = min((f for _, f in sizes if f is not None), default=None)
+    least = f"the smallest has {least_params} params" + (f" and {least_flops} FLOPs on {shape} images" if least_flops is not None else "")
+    raise DasError(f"{_budget_text(budget, ('max_params', 'max_flops'))} is below every one of {BUDGET_DRAWS} random members of {name} ({least}); raise the budget")
+
+
+def _budget_text(budget: BudgetConfig, keys: tuple[str, ...] = ("max_params", "max_flops", "max_latency_ms")) -> str:
+    return ", ".join(f"budget.{k}={getattr(budget, k)}" for k in keys if getattr(budget, k) is not None)
+
+
+def space_source(space: SearchSpace) -> str | None:
+    """For a user's define-by-run space, a hash of its module's source, so an edited function is not resumed as the same space.
+
+    The whole module, since the network classes the function builds usually live beside it.
+    None for a built-in space (its code is das's) or a function whose source cannot be read.
+    """
+    from das.spaces.user import UserSpace
+
+    if not isinstance(space, UserSpace):
+        return None
+    module = inspect.getmodule(space.function)
+    try:
+        text = inspect.getsource(module) if module is not None else inspect.getsource(space.function)
+    except (OSError, TypeError):
+        return None
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def trial_key(space: SearchSpace):
+    """A stored trial's architecture key: its ``key`` attr, or (a trial of an older das) ``space.canonical`` of its spec."""
+    cache: dict[int, str | None] = {}
+
+    def key_of(trial: optuna.trial.FrozenTrial) -> str | None:
+        key = trial.user_attrs.get("key")
+        if key is not None:
+            return key
+        if trial._trial_id not in cache:
+            arch = trial.user_attrs.get("arch")
+            cache[trial._trial_id] = space.canonical(ArchSpec.from_json(arch)) if arch else None
+        return cache[trial._trial_id]
+
+    return key_of
 
 
 # --------------------------------------------------------------------------- resuming
@@ -293,7 +413,7 @@ def _check_budget_reachable(space, name: str, budget: BudgetConfig, num_classes:
 
 def score_settings(data: DasDataModule, teacher: TeacherConfig, space_name: str, space_args: dict[str, Any],
                    budget: BudgetConfig, study: StudyConfig, needs_reference: bool, calibrate: CalibrateConfig | None = None,
-                   objective: str | None = None) -> dict[str, Any]:
+                   objective: str | None = None, space_source: str | None = None) -> dict[str, Any]:
     """Every setting that changes a stored score or whether it is within budget, as dotted keys.
 
     A resumed study must have been scored under the same values: its old and new trials are
@@ -301,17 +421,23 @@ def score_settings(data: DasDataModule, teacher: TeacherConfig, space_name: str,
     are computed for the stored candidates (see :func:`_remember_scored`). ``objective`` is the
     one the trials maximise (a calibration's choice; default ``study.objective``), and the
     calibration's settings are stored whether it is on or off, so turning it on or changing it
-    in a run directory is refused before any work.
+    in a run directory is refused before any work. A user space's ``space_source`` (a hash of
+    its module, :func:`space_source`) is stored too: the same name with edited code is another
+    space. ``objectives`` is the list the trials optimise (one, or several).
     """
     h = data.hparams
+    names = [objective] if objective else objective_names(study)
     settings: dict[str, Any] = {
-        "space": {"name": space_name, "args": space_args},
-        "objective": objective or study.objective,
+        "space": {"name": space_name, "args": space_args, **({"source": space_source} if space_source else {})},
+        "objective": names[0],
+        "objectives": names,
         # The probe images: which ones (dataset, split, draw) and how they are seen.
         "data": {k: h.get(k) for k in ("dataset", "root", "train_file", "image_size", "mean", "std", "val_fraction", "seed")},
         # probe.seed also seeds every student's initial weights and the teacher's training.
         "probe": {"batch_size": study.probe_batch_size, "batches": study.probe_batches, "seed": study.seed},
-        "budget": {"max_params": budget.max_params, "max_flops": budget.max_flops},
+        "budget": {"max_params": budget.max_params, "max_flops": budget.max_flops,
+                   # stored only when set, so the run dirs of an older das resume as they were
+                   **({"max_latency_ms": budget.max_latency_ms} if budget.max_latency_ms is not None else {})},
         # What the teacher is, and which of its weights DisWOT compares with.
         "teacher": {"spec": teacher.spec, "checkpoint": teacher.checkpoint, "init": teacher.init},
     }
@@ -365,26 +491,31 @@ def _teacher_accuracy(optuna_study: optuna.Study, cfg: TeacherConfig, model: tor
     return acc
 
 
-def _remember_scored(optuna_study: optuna.Study, objective: Objective, space: SearchSpace, log=print) -> None:
-    """On resume, reuse the scores of architectures already evaluated, and add missing proxies.
+def _remember_scored(optuna_study: optuna.Study, objective: Objective, key_of, log=print) -> None:
+    """On resume, reuse what the stored trials learnt (scores; the size of over-budget ones), and add missing proxies.
 
     A study resumed with more proxies in ``study.report`` scores only those on its stored
-    candidates (same seed, same probe batches, so the same values a fresh study gets) and keeps
-    them in the study, so every leaderboard row is complete.
+    candidates within the budget (same seed, same probe batches, so the same values a fresh
+    study gets) and keeps them in the study, so every leaderboard row is complete.
     """
     extra = rescored(optuna_study)
     archs: dict[str, set[str]] = {}
     for trial in optuna_study.get_trials(deepcopy=False):
         attrs = trial.user_attrs
-        if "arch" not in attrs or "scores" not in attrs:
+        kind = kind_of(trial)
+        if "arch" not in attrs or kind not in (SCORED, DUPLICATE, INFEASIBLE) or (kind != INFEASIBLE and "scores" not in attrs):
             continue
         spec = ArchSpec.from_json(attrs["arch"])
-        key = space.canonical(spec)
+        key = key_of(trial)
+        feasible = kind != INFEASIBLE
+        candidate = objective.seen.setdefault(
+            key, Candidate(spec, attrs["params"], attrs.get("flops"), {}, attrs.get("latency_ms"), feasible=feasible))
+        if not feasible:
+            continue
         archs.setdefault(key, set()).add(attrs["arch"])
-        candidate = objective.seen.setdefault(key, Candidate(spec, attrs["params"], attrs["flops"], {}))
         for name, value in trial_scores(attrs, extra).items():
             candidate.scores.setdefault(name, value)
-    todo = {key: [p for p in objective.proxies if p not in c.scores] for key, c in objective.seen.items()}
+    todo = {key: [p for p in objective.proxies if p not in c.scores] for key, c in objective.seen.items() if c.feasible}
     todo = {key: missing for key, missing in todo.items() if missing}
     if not todo:
         return
@@ -392,7 +523,7 @@ def _remember_scored(optuna_study: optuna.Study, objective: Objective, space: Se
     log(f"search: scoring {', '.join(names)} for {len(todo)} architecture(s) stored before they were reported")
     for key, missing in tqdm(todo.items(), desc="rescore", unit="arch"):
         candidate = objective.seen[key]
-        new = objective.score(objective.build(candidate.spec), missing)
+        new = objective.score(objective.build(candidate.spec), missing, flops=candidate.flops)
         candidate.scores.update(new)
         for arch in archs[key]:
             optuna_study.set_user_attr(RESCORED + arch, {**extra.get(arch, {}), **new})

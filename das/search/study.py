@@ -6,14 +6,15 @@ Three things make a run directory safe to share and to kill:
   holds the lock (even ``kill -9``) releases it with its file descriptors and the next process
   goes on at once (Optuna's default symlink lock, given a relative path, leaves a dangling link
   whose stale-lock timeout never fires, and the rerun spins forever);
-- :class:`Quota` keeps the study at ``study.trials`` counted trials however many processes join:
-  Optuna numbers trials atomically, so a trial that finds ``total`` counted trials numbered
-  before it stops its process instead of running;
+- :class:`das.search.ledger.Ledger` keeps the study at ``study.trials`` distinct scored
+  architectures however many processes join: Optuna numbers trials atomically, so a trial that
+  finds ``total`` scored trials numbered before it stops its process instead of running;
 - :func:`release_dead_trials` stops counting a trial whose process died while it ran (a journal
   file has no heartbeat; an RDB storage gets Optuna's heartbeat as well).
 
-Trials that do not count (one made surplus by another process, one whose process died, one cut
-short by Ctrl-C) are recorded as PRUNED: das never prunes otherwise.
+Trials that never finish (one made surplus by another process, one whose process died, one cut
+short by Ctrl-C) are recorded as PRUNED: das never prunes otherwise. Finished trials that do not
+count (a duplicate architecture, one over budget) are tagged so (:mod:`das.search.ledger`).
 """
 
 from __future__ import annotations
@@ -28,32 +29,41 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from optuna.trial import TrialState
 
-from das.errors import DasError
+from das.errors import DasError, close_matches_hint
 
-SAMPLERS = ("tpe", "random")
-
-#: Trials that count towards ``study.trials``: finished, or running in a live process.
-COUNTED = (TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING)
-#: Trials that finished (a FAIL is a candidate whose score was not finite).
-FINISHED = (TrialState.COMPLETE, TrialState.FAIL)
+SAMPLERS = ("tpe", "random", "nsga2", "grid")
 
 STORAGE_FORMS = "a journal file (PATH.journal or PATH.log) or an RDB URL such as postgresql://USER:PASSWORD@HOST/DB or sqlite:///FILE.db"
 
 
+def check_sampler(name: str) -> None:
+    if name not in SAMPLERS:
+        hint = close_matches_hint(str(name), SAMPLERS)
+        hint = f"{hint} " if hint.startswith("did you mean") else ""
+        raise DasError(f"study.sampler={name!r} is not a sampler: {hint}accepted: {', '.join(SAMPLERS)}")
+
+
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    """The named sampler, tagging each trial with its worker.
+
+    Optuna >= 5's TPE and NSGA-II read the constraints the objective sets with
+    ``trial.set_constraint`` and rank over-budget trials as infeasible, so they steer away from
+    them. ``grid`` asks Optuna for no parameter (:mod:`das.search.grid` hands out the members),
+    so its sampler is never consulted.
+    """
+    check_sampler(name)
     if name == "tpe":
-        # Optuna >= 5 TPE reads the constraints the objective sets with trial.set_constraint and
-        # models over-budget trials as infeasible, so it steers away from them.
         return WorkerTagging(optuna.samplers.TPESampler(seed=seed))
-    if name == "random":
-        return WorkerTagging(optuna.samplers.RandomSampler(seed=seed))
-    raise DasError(f"unknown sampler {name!r}: accepted {', '.join(SAMPLERS)}")
+    if name == "nsga2":
+        return WorkerTagging(optuna.samplers.NSGAIISampler(seed=seed))
+    return WorkerTagging(optuna.samplers.RandomSampler(seed=seed))
 
 
 class WorkerTagging(optuna.samplers.BaseSampler):
@@ -184,16 +194,29 @@ def make_storage(storage: str | None, run_dir: Path) -> optuna.storages.BaseStor
         raise DasError(f"cannot open study.storage={shown!r} ({type(err).__name__}: {reason}); accepted: {STORAGE_FORMS}") from None
 
 
-def open_study(storage: optuna.storages.BaseStorage, name: str, sampler: str, seed: int) -> optuna.Study:
-    """Create the study, or load it if it exists, so rerunning the same command resumes."""
+def open_study(storage: optuna.storages.BaseStorage, name: str, sampler: str, seed: int,
+               directions: list[str] | None = None) -> optuna.Study:
+    """Create the study, or load it if it exists, so rerunning the same command resumes.
+
+    Raises:
+        DasError: when the stored study optimises other directions (one objective then, several now).
+    """
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    directions = directions or ["maximize"]
     try:
-        return optuna.create_study(
+        study = optuna.create_study(
             storage=storage, study_name=name, sampler=make_sampler(sampler, seed),
-            direction="maximize", load_if_exists=True,
+            directions=directions, load_if_exists=True,
         )
     except (ValueError, RuntimeError) as err:
         raise DasError(f"cannot open study {name!r}: {err}") from None
+    stored = [d.name.lower() for d in study.directions]
+    if stored != directions:
+        raise DasError(
+            f"study {name!r} in this run_dir optimises {len(stored)} objective(s) ({', '.join(stored)}), this run "
+            f"{len(directions)} ({', '.join(directions)}); use a new --run_dir or the original study.objective(s)"
+        )
+    return study
 
 
 # --------------------------------------------------------------------------- sharing the study
@@ -287,37 +310,23 @@ def stop_on_interrupt(study: optuna.Study) -> Iterator[dict[str, bool]]:
         signal.signal(signal.SIGINT, previous)
 
 
-def count(study: optuna.Study, states: tuple[TrialState, ...] = COUNTED) -> int:
-    return len(study.get_trials(deepcopy=False, states=states))
+class Interruptible:
+    """Wrap an objective for ``study.optimize``: tag the trial with its worker, and make Ctrl-C inside it a pruned trial.
 
-
-class Quota:
-    """Wrap an objective so the study never holds more than ``total`` counted trials.
-
-    Every process sharing the study checks, at the start of each of its trials, how many counted
-    trials are numbered before it; trial numbers are given out atomically by the storage, so
-    exactly the first ``total`` run, whatever the number of processes. A surplus trial stops its
-    process and is recorded as PRUNED (not counted). Ctrl-C inside a trial does the same and
-    sets ``interrupted``, so the interrupted trial is not counted either.
+    Ctrl-C inside a trial stops the study and records the trial as PRUNED (not counted), and
+    sets ``interrupted``. Which trials count is the objective's ledger's business
+    (:mod:`das.search.ledger`).
     """
 
-    def __init__(self, objective: Callable[[optuna.Trial], float], total: int) -> None:
+    def __init__(self, objective: Callable[[optuna.Trial], Any]) -> None:
         self.objective = objective
-        self.total = total
         self.interrupted = False
-        self.ran = 0
 
-    def __call__(self, trial: optuna.Trial) -> float:
+    def __call__(self, trial: optuna.Trial) -> Any:
         trial.set_user_attr("worker", worker_id())
-        ahead = sum(1 for t in trial.study.get_trials(deepcopy=False, states=COUNTED) if t.number < trial.number)
-        if ahead >= self.total:
-            trial.study.stop()
-            raise optuna.TrialPruned("the study already has its trials")
         try:
-            value = self.objective(trial)
+            return self.objective(trial)
         except KeyboardInterrupt:
             self.interrupted = True
             trial.study.stop()
             raise optuna.TrialPruned("interrupted") from None
-        self.ran += 1
-        return value

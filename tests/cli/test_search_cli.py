@@ -63,6 +63,9 @@ MISTAKES = {
     "image_size": (["--data.image_size", "2"], ["data.image_size=2", "at least"]),
     "trials": (["--study.trials", "0"], ["study.trials=0", "positive integer"]),
     "max_flops": (["--budget.max_flops", "100"], ["budget.max_flops=100", "smallest candidate"]),
+    "max_latency_ms": (["--budget.max_latency_ms", "0"], ["budget.max_latency_ms=0.0", "positive number of milliseconds"]),
+    "sampler": (["--study.sampler", "nsga"], ["study.sampler='nsga'", "did you mean 'nsga2'", "accepted: tpe, random, nsga2, grid"]),
+    "objectives": (["--study.objectives", "[diswot]"], ["study.objectives=['diswot']", "use study.objective"]),
     "unknown_flag": (["--study.trails", "5"], ["--study.trails", "--help"]),
     "bad_type": (["--study.trials", "many"], ["study.trials", "many"]),
 }
@@ -140,7 +143,7 @@ def test_rerun_after_kill_9_continues_and_ctrl_c_exits_130_with_results(tiny, tm
     assert rerun.returncode == INTERRUPTED, err
     assert "Traceback" not in err and "interrupted" in err + out
     summary = json.loads((run / "search_summary.json").read_text())
-    assert summary["interrupted"] and summary["trials_finished"] >= before + 1
+    assert summary["interrupted"] and summary["trials"] >= before + 1
     assert (run / "leaderboard.csv").read_text().count("\n") >= summary["distinct_archs"] + 1
     # A kill or Ctrl-C can land between Optuna's creating a trial and das's tagging it with its
     # process; such an untagged trial stops counting 5 s after its creation, at the next look.
@@ -150,13 +153,15 @@ def test_rerun_after_kill_9_continues_and_ctrl_c_exits_130_with_results(tiny, tm
     assert not [t for t in trials(run) if t.state == TrialState.RUNNING], "a trial of a dead process is still counted as running"
 
 
-def test_two_processes_together_run_exactly_study_trials(tiny, tmp_path) -> None:
+def test_two_processes_together_score_exactly_study_trials_distinct_architectures(tiny, tmp_path) -> None:
     run = tmp_path / "run"
-    argv = ["--run_dir", str(run), *tiny, "--study.trials", "24"]
+    # A budget that rejects some cells, so both processes also record unscored (uncounted) trials.
+    argv = ["--run_dir", str(run), *tiny, "--study.trials", "24", "--budget.max_params", "9000"]
     procs = [start(argv) for _ in range(2)]
     for proc in procs:
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err
-    states = [t.state for t in trials(run)]
-    assert states.count(TrialState.COMPLETE) + states.count(TrialState.FAIL) == 24
-    assert TrialState.RUNNING not in states
+    done = trials(run)
+    scored = [t for t in done if t.state in (TrialState.COMPLETE, TrialState.FAIL) and t.user_attrs.get("kind") == "scored"]
+    assert len(scored) == 24 == len({t.user_attrs["key"] for t in scored})
+    assert TrialState.RUNNING not in [t.state for t in done]

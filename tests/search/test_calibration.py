@@ -152,7 +152,7 @@ def test_calibration_end_to_end_on_the_digits_quickstart_and_its_resume(tmp_path
     out = capsys.readouterr().out
     assert "already distilled" in out and (run / "calibration.csv").read_text() == table
     summary = json.loads((run / "search_summary.json").read_text())
-    assert summary["objective"] == chosen and summary["trials_finished"] == 3
+    assert summary["objective"] == chosen and summary["scored"] == 3
 
     # Another calibration in the same run directory is refused in one line, before any work.
     assert guarded(search.main, [*argv[:-1], "2"]) == USER_ERROR

@@ -87,7 +87,7 @@ def test_a_typo_does_not_poison_the_run_dir(tmp_path, teacher_ckpt) -> None:
     typo["teacher"] = TeacherConfig(spec="tests.tinynets:TinyNet", checkpoint=str(tmp_path / "nope.pt"))
     with pytest.raises(DasError, match="does not exist"):
         run_search(**typo)
-    assert run_search(**tiny(run, teacher_ckpt, 2))["trials_finished"] == 2
+    assert run_search(**tiny(run, teacher_ckpt, 2))["scored"] == 2
 
 
 def test_impossible_studies_are_refused_before_any_work(tmp_path) -> None:
@@ -116,8 +116,10 @@ def test_teacher_accuracy_on_the_test_split_is_reported(tmp_path, teacher_ckpt) 
 def test_trials_of_live_workers_count_and_of_dead_ones_do_not(tmp_path, teacher_ckpt) -> None:
     run_search(**tiny(tmp_path, teacher_ckpt, 2))
     study = load(tmp_path)
-    live = study.ask()  # another worker's trial, still running in this (live) process
+    live = study.ask()  # another worker's trial, still scoring in this (live) process
     live.set_user_attr("worker", worker_id())
+    live.set_user_attr("kind", "scored")
+    live.set_user_attr("key", "an architecture of its own")
     dead_process = subprocess.Popen([sys.executable, "-c", "pass"])
     dead_process.wait()
     dead = study.ask()  # a worker killed mid-trial
@@ -127,7 +129,8 @@ def test_trials_of_live_workers_count_and_of_dead_ones_do_not(tmp_path, teacher_
     states = [t.state for t in study.trials]
     assert states.count(TrialState.RUNNING) == 1 and study.trials[live.number].state == TrialState.RUNNING
     assert study.trials[dead.number].state == TrialState.PRUNED  # not counted
-    assert states.count(TrialState.COMPLETE) == 4 == summary["trials_finished"]  # 4 finished + 1 running = 5
+    scored = [t for t in study.trials if t.state == TrialState.COMPLETE and t.user_attrs["kind"] == "scored"]
+    assert len(scored) == 4 == summary["scored"]  # 4 finished + 1 running = 5
 
 
 def test_a_journal_lock_holder_killed_with_sigkill_blocks_nobody(tmp_path, teacher_ckpt, monkeypatch) -> None:
@@ -146,7 +149,7 @@ def test_a_journal_lock_holder_killed_with_sigkill_blocks_nobody(tmp_path, teach
     previous = signal.signal(signal.SIGALRM, hung)
     signal.alarm(60)
     try:
-        assert run_search(**tiny(run, teacher_ckpt, 2))["trials_finished"] == 2
+        assert run_search(**tiny(run, teacher_ckpt, 2))["scored"] == 2
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)

@@ -29,8 +29,8 @@ def tiny(tmp_path, trials: int, **budget):
 
 def test_search_writes_results_and_resumes(tmp_path) -> None:
     summary = run_search(**tiny(tmp_path, 3))
-    assert summary["trials_finished"] == 3
-    for name in ("leaderboard.csv", "best_arch.json", "scores.png", "study.journal", "teacher/teacher.pt"):
+    assert summary["scored"] == 3
+    for name in ("leaderboard.csv", "best_arch.json", "plots/score_vs_params.png", "plots/history.png", "study.journal", "teacher/teacher.pt"):
         assert (tmp_path / name).is_file(), name
     rows = list(csv.DictReader((tmp_path / "leaderboard.csv").open()))
     assert {"arch", "diswot", "diswot_relation", "diswot_semantic", "params", "flops"} <= set(rows[0])
@@ -38,11 +38,15 @@ def test_search_writes_results_and_resumes(tmp_path) -> None:
     assert scores == sorted(scores, reverse=True)
     best = json.loads((tmp_path / "best_arch.json").read_text())
     assert best["search"]["diswot"] == pytest.approx(scores[0])
+    # best_arch.json rebuilds the leaderboard's first row: the same architecture, the same size.
     spec = ArchSpec.load(tmp_path / "best_arch.json")
-    assert spec.build(10) is not None
+    assert str(spec) == rows[0]["arch"] and best["search"]["trial"] == int(rows[0]["trial"])
+    model = spec.build(10)
+    assert sum(p.numel() for p in model.parameters()) == best["search"]["params"] == int(rows[0]["params"])
+    assert spec.space == "nb201" and dict(spec.space_args) == {"C": 4, "N": 1}
 
     again = run_search(**tiny(tmp_path, 5))  # same study: only two more trials
-    assert again["trials_finished"] == 5
+    assert again["scored"] == 5
 
 
 def test_budget_below_the_smallest_candidate_is_refused(tmp_path) -> None:
@@ -78,7 +82,8 @@ def test_ensemble_objective_ranks_against_a_saved_in_budget_reference(tmp_path) 
     reference = EnsembleReference.load(tmp_path / "ensemble_reference.json")
     assert reference.size == 4
     rows = list(csv.DictReader((tmp_path / "leaderboard.csv").open()))
-    assert all(float(r["ensemble"]) <= 0.0 for r in rows)
+    assert all(float(r["ensemble"]) <= 0.0 for r in rows if r["feasible"] == "True")
+    assert all(r["ensemble"] == "" for r in rows if r["feasible"] == "False")  # over budget: never scored
     saved = (tmp_path / "ensemble_reference.json").read_text()
     args["study"] = ensemble_study(4)
     run_search(**args)  # resumes: the same reference is read back, not rebuilt

@@ -1,0 +1,39 @@
+"""Fixtures for searches of a few seconds: a saved teacher, the toy space registered, a counting proxy."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from das.proxies import PROXIES, Proxy
+from das.spaces import SPACES
+from das.stats import count_params
+from tests.tinynets import TinyNet
+from tests.tinysearch import ToySpace
+
+
+@pytest.fixture
+def toy(monkeypatch) -> type[ToySpace]:
+    monkeypatch.setitem(SPACES._items, "toy", ToySpace)
+    return ToySpace
+
+
+@pytest.fixture
+def counting(monkeypatch) -> list[int]:
+    """A proxy ``counting`` (its score: the model's parameters) that records the parameters of every model passed to it."""
+    calls: list[int] = []
+
+    def fn(ctx) -> float:
+        calls.append(count_params(ctx.model))
+        return float(calls[-1])
+
+    monkeypatch.setitem(PROXIES._items, "counting", Proxy("counting", fn))
+    return calls
+
+
+@pytest.fixture
+def teacher_ckpt(tmp_path) -> str:
+    """A TinyNet teacher checkpoint, so no search here trains a teacher."""
+    path = tmp_path / "teacher.pt"
+    torch.save(TinyNet().state_dict(), path)
+    return str(path)

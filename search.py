@@ -5,6 +5,8 @@
     python search.py --config configs/search/cifar10_resnet56.yaml
     python search.py --teacher.spec my_models.nets:big_cnn --teacher.checkpoint big_cnn.pt --data.dataset npz ...
     python search.py --calibrate.students 12 --calibrate.epochs 3   # first find which proxy ranks this space
+    python search.py --workers 2                  # two worker processes on one study (this machine's cores split)
+    python search.py --study.storage postgresql://USER@HOST/DB --workers 4 --first_worker 4   # join a study from another machine
     python search.py --print_config               # every option, with its current value
 
 Where the settings come from: each option's default is the code's (shown by --help). Only a
@@ -14,10 +16,11 @@ A --config FILE is read over the code's defaults, never over the quickstart; fla
 override it. The run directory is --run_dir, else the config's run_dir, else runs/<config file
 name> (runs/search without a config).
 
-Rerunning the same command resumes the study in its run directory; several processes may run
-it at once and together score study.trials distinct architectures within the budget. Exit status: 0 done, 1 a mistake in the
-command or its config (one line; --debug for a traceback), 130 interrupted (results so far are
-written).
+Rerunning the same command resumes the study in its run directory; several processes (--workers N,
+or several commands, on one machine or, with an RDB --study.storage, on several) together score
+study.trials distinct architectures within the budget. Exit status: 0 done, 1 a mistake in the
+command or its config (one line; --debug for a traceback), or a worker failed before the study
+had its trials, 130 interrupted (results so far are written).
 """
 
 from __future__ import annotations
@@ -48,6 +51,12 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--run_dir", type=str | None, default=None,
                         help="where the study and results are written (default: the config's run_dir, else runs/<config name>, else runs/search)")
     parser.add_argument("--device", type=str, default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="worker processes scoring trials on this machine, each on its share of the CPU threads "
+                             "(and its own GPU when several are visible); more than the trials left is clamped")
+    parser.add_argument("--first_worker", type=int, default=0,
+                        help="index of this command's first worker: worker i samples with seed study.seed + i, so give "
+                             "each machine's command its own range (0, then N, then 2N, ...)")
     parser.add_class_arguments(DasDataModule, "data")
     parser.add_class_arguments(TeacherConfig, "teacher")
     parser.add_class_arguments(SpaceConfig, "space")
@@ -77,7 +86,8 @@ def main(argv: list[str]) -> int:
     init = parser.instantiate(cfg)
     configs = [str(c) for c in cfg.get("config") or []]
     print(f"search: settings from {' then '.join(configs) if configs else 'the code defaults'} and the command line; run_dir {init.run_dir}")
-    summary = run_search(init.run_dir, init.data, init.teacher, init.space, init.budget, init.study, init.device, calibrate=init.calibrate)
+    summary = run_search(init.run_dir, init.data, init.teacher, init.space, init.budget, init.study, init.device,
+                         calibrate=init.calibrate, workers=init.workers, first_worker=init.first_worker)
     run_dir = Path(summary["run_dir"])
     parser.save(cfg, run_dir / "search_config.yaml", overwrite=True, skip_validation=True)
     best = summary["best"]
@@ -89,7 +99,8 @@ def main(argv: list[str]) -> int:
           f"already scored, {summary['infeasible']} were over budget and not scored), {summary['seconds']} s")
     calibrated = ", calibration.csv, calibration_students.csv, calibration.png" if summary["calibration"] else ""
     pareto = "pareto.json, " if summary["pareto"] is not None else ""
-    print(f"wrote {run_dir}/: best_arch.json, {pareto}leaderboard.csv, plots/, search_summary.json, search_config.yaml, study.journal{calibrated}")
+    journal = ", study.journal" if init.study.storage is None else ""
+    print(f"wrote {run_dir}/: best_arch.json, {pareto}leaderboard.csv, plots/, search_summary.json, search_config.yaml{journal}{calibrated}")
     if summary["pareto"]:
         print(f"pareto front: {summary['pareto']} students in {run_dir}/pareto.json; distil one with --model.student {run_dir}/pareto.json#N")
     if summary["interrupted"]:

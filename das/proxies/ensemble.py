@@ -105,10 +105,14 @@ class EnsembleReference:
         tmp.replace(path)
 
     @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> EnsembleReference:
+        """The inverse of :meth:`to_json`."""
+        return cls(tuple(raw["members"]), {k: np.asarray(v, dtype=float) for k, v in raw["scores"].items()}, raw.get("settings", {}))
+
+    @classmethod
     def load(cls, path: str | Path) -> EnsembleReference:
         try:
-            raw = json.loads(Path(path).read_text())
-            return cls(tuple(raw["members"]), {k: np.asarray(v, dtype=float) for k, v in raw["scores"].items()}, raw.get("settings", {}))
+            return cls.from_json(json.loads(Path(path).read_text()))
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise DasError(f"cannot read the ensemble reference {path}: {e}") from None
 

@@ -17,6 +17,21 @@ Tagging takes a sample, a build and a count (well under a second), so a trial wa
 lower-numbered RUNNING trials still untagged; a process that died meanwhile is released by
 :func:`das.search.study.release_dead_trials`, which the wait calls every few seconds. The wait
 cannot deadlock: a trial waits only on lower numbers, and a tagged trial waits on nothing.
+
+A trial that would be one too many (``total`` scored before it) first waits for the scored trials
+numbered before it that are still running: one of them may yet die. So a worker killed while
+scoring the study's last architectures never leaves the study short; the others score its place.
+
+**A worker that dies while scoring** (``kill -9``, the machine lost) leaves its trial RUNNING. Its
+process is judged dead by its ``host:pid`` tag (:func:`das.search.study.release_dead_trials`, at the
+start of every trial and while waiting) or, on an RDB storage across machines, by Optuna's
+heartbeat; the trial is then PRUNED or FAILED *without scores* and no longer holds a place. Its
+architecture is **retried**: the next trial any worker starts takes it (:meth:`Ledger.pending_retry`)
+before drawing a new one, with the dead trial's params, so the sampler sees the same params again.
+A retry is a new trial in the study's numbering, so the rule above still counts exactly. An
+architecture whose trial died :data:`MAX_RETRIES` times is left to the sampler (it may be what
+kills its worker: out of memory). A trial interrupted by a second Ctrl-C is retried by the next
+run the same way.
 """
 
 from __future__ import annotations
@@ -31,10 +46,20 @@ from optuna.trial import FrozenTrial, TrialState
 
 KIND = "kind"
 SCORED, DUPLICATE, INFEASIBLE, SURPLUS = "scored", "duplicate", "infeasible", "surplus"
-#: States in which a trial has its place: finished, or running in a live process.
+#: States in which a trial has its place: finished, or running in a live process (a FAILED trial
+#: only if it failed while its process lived: see :func:`holds_place`).
 HELD = (TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING)
+#: User attr set on a trial whose objective raised (das.search.study.Interruptible): it failed
+#: in a live process, so it keeps its place (a FAIL without it and without scores is a dead worker's).
+ERROR = "error"
+#: User attr of a trial that retries the architecture of a trial whose worker died (its number).
+RETRY_OF = "retry_of"
+#: Deaths of one architecture's trials after which it is no longer retried.
+MAX_RETRIES = 3
 #: Seconds between looks at the study while waiting for another process's trial.
 POLL_S = 0.05
+#: Seconds between looks while waiting for running scored trials before stopping (they take longer).
+SETTLE_POLL_S = 0.25
 #: Seconds between releases of dead processes' trials while waiting.
 RELEASE_EVERY_S = 2.0
 
@@ -47,6 +72,34 @@ def kind_of(trial: FrozenTrial) -> str | None:
     if "scores" in trial.user_attrs:
         return INFEASIBLE if any(c > 0 for c in trial.constraints.values()) else SCORED
     return None
+
+
+def died_while_scoring(trial: FrozenTrial) -> bool:
+    """Whether ``trial`` had claimed its architecture as scored and never finished, not by an error.
+
+    Its worker died (pruned by :func:`das.search.study.release_dead_trials`, failed by an RDB
+    heartbeat) or was interrupted by a second Ctrl-C. It may have died after its scores were
+    stored and before it was told complete: it still never finished, holds no place, and is
+    retried. A trial whose objective raised in a live process is tagged :data:`ERROR` and stays
+    failed and counted.
+    """
+    return (trial.state in (TrialState.PRUNED, TrialState.FAIL) and kind_of(trial) == SCORED
+            and ERROR not in trial.user_attrs)
+
+
+def holds_place(trial: FrozenTrial) -> bool:
+    """Whether ``trial`` holds its architecture's place: finished, running, or failed in a live process."""
+    return trial.state in HELD and not (trial.state == TrialState.FAIL and died_while_scoring(trial))
+
+
+@dataclass(frozen=True)
+class Retry:
+    """An architecture whose scoring trial died, to be scored by the next trial (see the module docstring)."""
+
+    number: int  # the dead trial
+    key: str
+    arch: str  # its ArchSpec JSON
+    params: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -105,7 +158,7 @@ class Ledger:
                     self.release(study)
                     last_release = time.monotonic()
                 continue
-            owner = next((t for t in trials if t.number != trial.number and t.state in HELD and kind_of(t) == SCORED
+            owner = next((t for t in trials if t.number != trial.number and holds_place(t) and kind_of(t) == SCORED
                           and self.key_of(t) == key), None)
             if owner is not None:
                 trial.set_user_attr(KIND, DUPLICATE)
@@ -113,6 +166,13 @@ class Ledger:
                 return Claim(DUPLICATE, owner=owner.number)
             scored = self.scored_keys(lower)
             if self.total is not None and len(scored) >= self.total:
+                if any(t.state == TrialState.RUNNING and kind_of(t) == SCORED for t in lower):
+                    # One too many unless one of those dies before it finishes: wait and see.
+                    time.sleep(SETTLE_POLL_S)
+                    if self.release is not None and time.monotonic() - last_release > RELEASE_EVERY_S:
+                        self.release(study)
+                        last_release = time.monotonic()
+                    continue
                 return Claim(SURPLUS)
             trial.set_user_attr(KIND, SCORED)
             return Claim(SCORED, last=self.total is not None and len(scored) + 1 >= self.total)
@@ -123,11 +183,23 @@ class Ledger:
         Only a shortcut, so a process that keeps drawing over-budget candidates notices that the
         others are done; :meth:`claim` alone decides what counts.
         """
-        return self.total is not None and len(self.scored_keys(study.get_trials(deepcopy=False))) >= self.total
+        if self.total is None:
+            return False
+        if self.release is not None:
+            self.release(study)  # a dead worker's trial must not keep its place
+        trials = study.get_trials(deepcopy=False)
+        # Running scored trials may yet die: then this trial is needed (claim waits to see).
+        return (len(self.scored_keys(trials)) >= self.total
+                and not any(t.state == TrialState.RUNNING and kind_of(t) == SCORED for t in trials))
 
     def scored_keys(self, trials: list[FrozenTrial]) -> set[str | None]:
         """The distinct architectures the ``trials`` hold a place for as scored."""
-        return {self.key_of(t) for t in trials if t.state in HELD and kind_of(t) == SCORED}
+        return {self.key_of(t) for t in trials if holds_place(t) and kind_of(t) == SCORED}
+
+    def pending_retry(self, study: optuna.Study) -> Retry | None:
+        """The first architecture whose scoring trial died and that no trial holds or is working on, if any."""
+        pending = pending_retries(study.get_trials(deepcopy=False), self.key_of)
+        return pending[0] if pending else None
 
     def owner_scores(self, study: optuna.Study, number: int) -> dict[str, float] | None:
         """The scores of trial ``number`` once it has finished; None if it never will (its process died, Ctrl-C)."""
@@ -142,9 +214,29 @@ class Ledger:
                 continue
             if owner.state in (TrialState.COMPLETE, TrialState.FAIL) and "scores" in owner.user_attrs:
                 return dict(owner.user_attrs["scores"])
-            if owner.state == TrialState.FAIL:
-                return {}
+            if owner.state == TrialState.FAIL and not died_while_scoring(owner):
+                return {}  # its objective raised: the architecture has no scores to report
             return None
+
+
+def pending_retries(trials: list[FrozenTrial], key_of: Callable[[FrozenTrial], str | None]) -> list[Retry]:
+    """Architectures whose scoring trial died, that no trial holds or is drawing now, oldest first.
+
+    A key stops being pending as soon as any trial takes it (a retry, or the sampler drawing it
+    again) and is given up after :data:`MAX_RETRIES` deaths.
+    """
+    deaths: dict[str, list[FrozenTrial]] = {}
+    taken: set[str | None] = set()
+    for t in trials:
+        key = key_of(t) if "key" in t.user_attrs or "arch" in t.user_attrs else None
+        if key is None:
+            continue
+        if died_while_scoring(t):
+            deaths.setdefault(key, []).append(t)
+        elif t.state == TrialState.RUNNING or (holds_place(t) and kind_of(t) in (SCORED, DUPLICATE)):
+            taken.add(key)
+    pending = [(dead[-1], key) for key, dead in deaths.items() if key not in taken and len(dead) <= MAX_RETRIES]
+    return [Retry(t.number, key, t.user_attrs["arch"], dict(t.params)) for t, key in sorted(pending, key=lambda p: p[0].number)]
 
 
 def tally(study: optuna.Study, key_of: Callable[[FrozenTrial], str | None]) -> Tally:
@@ -153,7 +245,7 @@ def tally(study: optuna.Study, key_of: Callable[[FrozenTrial], str | None]) -> T
     scored: set[str | None] = set()
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)):
         kind = kind_of(t)
-        if kind is None:
+        if kind is None or not holds_place(t):  # a dead worker's trial (RDB heartbeat) counts for nothing
             continue
         counts.trials += 1
         if kind == SCORED:

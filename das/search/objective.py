@@ -12,6 +12,10 @@ One trial, in order of cost:
 3. the :class:`~das.search.ledger.Ledger` decides whether the architecture is new (scored: the
    proxies run, and it uses up one of ``study.trials``), already scored (duplicate: that score is
    reported again, no proxy runs) or one too many (surplus: the trial is pruned, the study stops).
+
+Before step 1, an architecture whose scoring trial died with its worker (a ``kill -9``, a lost
+machine) is taken instead of a new draw, with the dead trial's params (see
+:mod:`das.search.ledger`): a crash never leaves an architecture half scored.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from das.proxies.diswot import DisWOTReference
 from das.proxies.ensemble import EnsembleReference
 from das.search.config import BudgetConfig
 from das.search.grid import GridSpecs, taken_keys
-from das.search.ledger import DUPLICATE, INFEASIBLE, KIND, SURPLUS, Ledger
+from das.search.ledger import DUPLICATE, INFEASIBLE, KIND, RETRY_OF, SURPLUS, Ledger, Retry
 from das.search.objectives import directions as directions_of
 from das.search.objectives import worst
 from das.spaces import SearchSpace
@@ -165,11 +169,28 @@ class Objective:
         spec = self.space.suggest(trial)
         return self.space.canonical(spec), spec
 
+    def retried_spec(self, trial: optuna.Trial, retry: Retry) -> tuple[str, ArchSpec]:
+        """The dead trial's architecture for ``trial``, drawn through the space with its params fixed.
+
+        Drawing it through ``space.suggest`` records the same params on the new trial, so TPE and
+        NSGA-II learn from it like any trial. The grid asks for no params; and should Optuna's
+        trial no longer take fixed params (a private attribute), the spec is rebuilt from its JSON
+        and the trial has no params.
+        """
+        trial.set_user_attr(RETRY_OF, retry.number)
+        if self.grid is None and retry.params and isinstance(getattr(trial, "_fixed_params", None), dict):
+            trial._fixed_params = {**retry.params, **trial._fixed_params}  # what enqueue_trial would have set
+            spec = self.space.suggest(trial)
+        else:
+            spec = ArchSpec.from_json(retry.arch)
+        return self.space.canonical(spec), spec
+
     def __call__(self, trial: optuna.Trial) -> float | tuple[float, ...]:
         if self.ledger.full(trial.study):  # other processes scored the rest meanwhile
             trial.study.stop()
             raise optuna.TrialPruned("the study already has its trials")
-        drawn = self.next_spec(trial)
+        retry = self.ledger.pending_retry(trial.study)
+        drawn = self.retried_spec(trial, retry) if retry is not None else self.next_spec(trial)
         if drawn is None:  # the grid has handed out every member
             self.stopped = f"grid: all {len(self.grid or ())} distinct architectures of the space are visited"
             trial.study.stop()

@@ -5,9 +5,11 @@ candidates scored so far": a trial's value would then change as the study grows,
 learn from values that no longer hold. So das draws a fixed reference once, before the first
 trial: ``size`` distinct random members of the space **within the budget** (so the ranks resolve
 the networks the search can actually pick), scores the ensemble's members on them with the
-study's probe batches, and saves them as ``ensemble_reference.json`` in the run directory. A
-resumed study reads that file back, so every trial, old and new, is ranked against the same
-population.
+study's probe batches, and saves them as ``ensemble_reference.json`` in the run directory and
+in the study itself (a user attr). A resumed study, every worker of ``--workers N`` and every
+machine sharing the study through an RDB storage read it back (from the study first), so every
+trial, old and new, is ranked against the same population. Processes sharing a run directory
+build it once: the others wait for it (an flock).
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ from das.spec import ArchSpec
 from das.stats import count_flops, count_params
 
 REFERENCE_FILE = "ensemble_reference.json"
+#: The study user attr that holds the reference (its ``to_json``), for workers on other machines.
+REFERENCE_ATTR = "ensemble_reference"
 
 
 def random_members(space: SearchSpace, seed: int) -> Callable[[], ArchSpec]:
@@ -102,19 +106,32 @@ def build_reference(
     return EnsembleReference.from_population(population, settings={"size": size, "seed": seed, "space": space.name, "draws": draws})
 
 
-def load_or_build_reference(run_dir: Path, log: Callable[[str], None], **build_args) -> EnsembleReference:
-    """The run directory's reference if it has one with the same members, else a new one (saved)."""
+def load_or_build_reference(run_dir: Path, log: Callable[[str], None], study: optuna.Study | None = None,
+                            **build_args) -> EnsembleReference:
+    """The study's reference (or the run directory's) if it has one with the same members, else a new one (saved to both)."""
+    from das.search.teacher import exclusive
+
     path = run_dir / REFERENCE_FILE
-    if path.exists():
-        reference = EnsembleReference.load(path)
-        if tuple(reference.members) != ENSEMBLE_MEMBERS or reference.settings.get("size") != build_args["size"]:
-            raise DasError(
-                f"{path} was built for members {list(reference.members)} and size {reference.settings.get('size')}; "
-                f"this search needs {list(ENSEMBLE_MEMBERS)} and size {build_args['size']}: use a new --run_dir"
-            )
-        log(f"search: ensemble ranks against the {reference.size} reference architectures in {path}")
-        return reference
-    log(f"search: scoring a reference population of {build_args['size']} random in-budget architectures for the ensemble")
-    reference = build_reference(**build_args)
-    reference.save(path)
+    with exclusive(run_dir / f".{REFERENCE_FILE}.lock"):  # one process of a run dir builds it, the others read it
+        stored = study.user_attrs.get(REFERENCE_ATTR) if study is not None else None
+        reference, where = None, None
+        if stored:
+            reference, where = EnsembleReference.from_json(stored), f"the study ({path.name} beside it)"
+        elif path.exists():
+            reference, where = EnsembleReference.load(path), str(path)
+        if reference is not None:
+            if tuple(reference.members) != ENSEMBLE_MEMBERS or reference.settings.get("size") != build_args["size"]:
+                raise DasError(
+                    f"the ensemble reference in {where} was built for members {list(reference.members)} and size "
+                    f"{reference.settings.get('size')}; this search needs {list(ENSEMBLE_MEMBERS)} and size {build_args['size']}: "
+                    "use a new --run_dir"
+                )
+            log(f"search: ensemble ranks against the {reference.size} reference architectures in {where}")
+        else:
+            log(f"search: scoring a reference population of {build_args['size']} random in-budget architectures for the ensemble")
+            reference = build_reference(**build_args)
+        if not path.exists():
+            reference.save(path)
+        if study is not None and not stored:
+            study.set_user_attr(REFERENCE_ATTR, reference.to_json())
     return reference

@@ -14,6 +14,7 @@ import json
 import math
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,8 @@ def run_search(
     device: str = "auto",
     log=print,
     calibrate: CalibrateConfig | None = None,
+    workers: int = 1,
+    first_worker: int = 0,
 ) -> dict[str, Any]:
     """Search ``space`` for the student that best matches ``teacher``; return a summary.
 
@@ -77,8 +80,60 @@ def run_search(
     With ``calibrate.students`` > 0 the objective is chosen first by a calibration on this space
     (:mod:`das.search.calibrate`); ``study.objective`` is kept unless a proxy beats ``params``
     by more than the noise.
+
+    With ``workers`` > 1 this process does everything up to the trials (checks, teacher,
+    reference population, calibration), then scores with that many worker processes on the same
+    study (:mod:`das.search.workers`) and writes the results once they have all ended. Worker i
+    (counted from ``first_worker``) samples with seed ``study.seed + i``; this process alone
+    uses ``study.seed + first_worker``.
     """
     started = time.perf_counter()
+    check_workers(workers, first_worker)
+    calibrate = calibrate if calibrate is not None else CalibrateConfig()
+    prepared = prepare_search(run_dir, data, teacher, space, budget, study, device, log, calibrate,
+                              sampler_seed=study.seed + first_worker)
+    count = plan_workers(workers, prepared.remaining, log)
+    failed: list[str] = []
+    if count > 1:
+        from das.search.workers import WorkerArgs, run_workers
+
+        args = WorkerArgs(str(prepared.run_dir), dict(data.hparams), teacher, space, budget, study, device, calibrate)
+        outcome = run_workers(prepared, args, count, first_worker, log)
+        interrupted, stopped, failed = outcome.interrupted, outcome.stopped, outcome.failed
+    else:
+        interrupted = optimize_here(prepared) if prepared.remaining else False
+        stopped = prepared.objective.stopped
+    return write_results(prepared, interrupted=interrupted, stopped=stopped, started=started, log=log, failed=failed)
+
+
+@dataclass
+class Prepared:
+    """A search that has passed every check and has its teacher, probe batches and objective: ready for trials."""
+
+    run_dir: Path
+    optuna_study: optuna.Study
+    objective: Objective
+    ledger: Ledger
+    key_of: Any
+    proxies: list[str]
+    names: list[str]
+    budget: BudgetConfig
+    study: StudyConfig
+    teacher_info: dict[str, Any]
+    context: dict[str, Any]
+    calibration: Calibration | None
+    before: Any  # the Tally when this run started
+    remaining: int  # distinct architectures still to score
+
+
+def prepare_search(run_dir: str | Path, data: DasDataModule, teacher: TeacherConfig, space: SpaceConfig, budget: BudgetConfig,
+                   study: StudyConfig, device: str = "auto", log=print, calibrate: CalibrateConfig | None = None,
+                   sampler_seed: int | None = None) -> Prepared:
+    """Everything before the first trial: checks, the study, the teacher, probe batches, references, calibration.
+
+    A worker of ``--workers N`` runs it too, and finds the teacher, the reference population
+    and the calibration done (read back from the run directory and the study).
+    """
     run_dir = Path(run_dir)
     calibrate = calibrate if calibrate is not None else CalibrateConfig()
     check_sampler(study.sampler)
@@ -93,7 +148,8 @@ def run_search(
     grid = GridSpecs(search_space, space.name) if study.sampler == "grid" else None
     dev = resolve_device(device)
     _check_writable(run_dir)
-    optuna_study = open_study(make_storage(study.storage, run_dir), study.study_name, study.sampler, study.seed, directions(names))
+    seed = study.seed if sampler_seed is None else sampler_seed
+    optuna_study = open_study(make_storage(study.storage, run_dir), study.study_name, study.sampler, seed, directions(names))
     source = space_source(search_space)
     settings = score_settings(data, teacher, space.name, space_args, budget, study, needs_reference, calibrate, space_source=source)
     # A calibrating run's objective is known only after the calibration; it is compared then.
@@ -108,8 +164,13 @@ def run_search(
     _check_budget_reachable(search_space, space.name, budget, num_classes, input_shape, study.seed)
     check_calibration_data(calibrate, data)
     loaded = check_teacher(teacher, num_classes, sample)
+    shared = study.storage is not None  # the study may be shared beyond this run directory (other machines)
+    if shared:
+        _check_teacher_here(optuna_study, teacher, run_dir)
 
     teacher_model, teacher_ckpt = prepare_teacher(teacher, data, num_classes, input_shape, run_dir, log, seed=study.seed, loaded=loaded)
+    if shared:
+        _check_same_teacher(optuna_study, teacher_ckpt, run_dir)
     teacher_model.to(dev)
     teacher_acc = _teacher_accuracy(optuna_study, teacher, teacher_model, teacher_ckpt, data, dev, log)
     needs_teacher = any(PROXIES.get(p).needs_teacher for p in proxies) or calibrate.students > 0
@@ -121,7 +182,7 @@ def run_search(
     ensemble_reference = None
     if needs_reference or ranks_reference:
         ensemble_reference = load_or_build_reference(
-            run_dir, log, space=search_space, batches=batches, budget=budget, num_classes=num_classes,
+            run_dir, log, study=optuna_study, space=search_space, batches=batches, budget=budget, num_classes=num_classes,
             device=dev, size=study.reference_size, seed=study.seed, teacher=reference,
         )
     calibration: Calibration | None = None
@@ -138,7 +199,6 @@ def run_search(
         settings = score_settings(data, teacher, space.name, space_args, budget, study, needs_reference, calibrate,
                                   objective=chosen, space_source=source)
         _check_same_settings(optuna_study, settings)
-    objective_name = proxies[0]
     key_of = trial_key(search_space)
     ledger = Ledger(study.trials, key_of, release=release_dead_trials)
     objective = Objective(search_space, batches, reference, proxies, budget, num_classes, input_shape, dev, study.seed,
@@ -148,18 +208,36 @@ def run_search(
 
     released = release_dead_trials(optuna_study)
     if released:
-        log(f"search: {released} trial(s) of a process that died are not counted")
+        log(f"search: {released} trial(s) of a process that died are not counted; the architectures they were scoring are scored again")
     before = tally(optuna_study, key_of)
     remaining = max(0, study.trials - len(ledger.scored_keys(optuna_study.get_trials(deepcopy=False))))
     if before.trials:
         log(f"search: resuming study {study.study_name!r}: {before.scored} architectures scored ({before.duplicates} duplicates, "
             f"{before.infeasible} over budget), {remaining} to go")
-    runner = Interruptible(objective)
+    teacher_info = {"spec": teacher.spec, "checkpoint": teacher_ckpt, "test_acc": teacher_acc}
+    context = {
+        "proxy": proxies[0],
+        "teacher": teacher_info,
+        "data": {"dataset": data.hparams.get("dataset"), "num_classes": num_classes, "input_shape": list(input_shape)},
+    }
+    return Prepared(run_dir, optuna_study, objective, ledger, key_of, proxies, names, budget, study, teacher_info, context,
+                    calibration, before, remaining)
+
+
+def optimize_here(p: Prepared, progress: bool = True) -> bool:
+    """Run this process's trials until the study has its count (or stops early); return whether Ctrl-C stopped it.
+
+    Ctrl-C lets the running trial finish (a second one abandons it); a trial left RUNNING by a
+    Ctrl-C between its creation and its start, or by a process that died meanwhile, is released.
+    """
+    optuna_study, names, objective_name = p.optuna_study, p.names, p.proxies[0]
+    runner = Interruptible(p.objective)
     interrupted = False
-    with tqdm(total=study.trials, initial=min(before.scored, study.trials), desc="search", unit="arch") as bar:
+    before = p.before
+    with tqdm(total=p.study.trials, initial=min(before.scored, p.study.trials), desc="search", unit="arch", disable=not progress) as bar:
         seen = {"duplicates": before.duplicates, "over budget": before.infeasible}
 
-        def progress(st: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        def show(st: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
             kind = trial.user_attrs.get(KIND)
             if trial.state == optuna.trial.TrialState.PRUNED or kind is None:  # surplus or interrupted: not counted
                 return
@@ -177,59 +255,89 @@ def run_search(
 
         try:
             with stop_on_interrupt(optuna_study) as ctrl_c:
-                if remaining:
-                    optuna_study.optimize(runner, callbacks=[progress], catch=(FloatingPointError,))
+                optuna_study.optimize(runner, callbacks=[show], catch=(FloatingPointError,))
         except KeyboardInterrupt:  # a second Ctrl-C; inside a trial, the runner catches it
             interrupted = True
     interrupted = interrupted or ctrl_c["stopped"] or runner.interrupted
     release_own_trials(optuna_study)  # a Ctrl-C between a trial's creation and its start
     release_dead_trials(optuna_study)  # a process killed just before this run started is judged again
+    return interrupted
 
+
+def write_results(p: Prepared, interrupted: bool, stopped: str | None, started: float, log=print,
+                  failed: list[str] | None = None) -> dict[str, Any]:
+    """leaderboard.csv, best_arch.json, pareto.json, plots/ and search_summary.json from the study as it is now.
+
+    Raises:
+        DasError: when no scored candidate is within the budget, or when workers failed and the
+            study is short of its count (the results so far are written first).
+    """
+    optuna_study, names, proxies, run_dir, budget = p.optuna_study, p.names, p.proxies, p.run_dir, p.budget
+    release_dead_trials(optuna_study)
     dirs = directions(names)
     rows = leaderboard(optuna_study, proxies, dirs)
-    teacher_info = {"spec": teacher.spec, "checkpoint": teacher_ckpt, "test_acc": teacher_acc}
-    context = {
-        "proxy": objective_name,
-        "teacher": teacher_info,
-        "data": {"dataset": data.hparams.get("dataset"), "num_classes": num_classes, "input_shape": list(input_shape)},
-    }
-    front = write_pareto(rows, names, dirs, run_dir / "pareto.json", **context) if len(names) > 1 else None
+    front = write_pareto(rows, names, dirs, run_dir / "pareto.json", **p.context) if len(names) > 1 else None
     write_leaderboard(rows, proxies, run_dir / "leaderboard.csv")
-    best = write_best(rows, run_dir / "best_arch.json", **context)
+    best = write_best(rows, run_dir / "best_arch.json", **p.context)
     if rows:
         write_plots(run_dir, rows, proxies, names, dirs, optuna_study, budget.max_params)
-    counts = tally(optuna_study, key_of)
+    counts = tally(optuna_study, p.key_of)
+    teacher_info = p.teacher_info
     summary = {
         "run_dir": str(run_dir),
         # study.trials counts "scored": distinct architectures within the budget whose proxies ran.
         **counts.as_dict(),
         "distinct_archs": len(rows),
-        "stopped_early": objective.stopped,
-        "objective": objective_name,
+        "stopped_early": stopped,
+        "objective": proxies[0],
         "objectives": names,
-        "sampler": study.sampler,
+        "sampler": p.study.sampler,
         "pareto": None if front is None else len(front),
-        "calibration": None if calibration is None else calibration.summary(),
+        "calibration": None if p.calibration is None else p.calibration.summary(),
         "best": None if best is None else {k: v for k, v in best.items() if k != "spec"},
         "teacher": teacher_info,
-        "teacher_checkpoint": teacher_ckpt,
-        "teacher_test_acc": teacher_acc,
+        "teacher_checkpoint": teacher_info["checkpoint"],
+        "teacher_test_acc": teacher_info["test_acc"],
         "interrupted": interrupted,
         "seconds": round(time.perf_counter() - started, 1),
     }
     (run_dir / "search_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    if objective.stopped and not interrupted:
-        log(f"search: stopped with {counts.scored} of study.trials={study.trials} distinct architectures within the budget "
-            f"scored: {objective.stopped}")
+    if stopped and not interrupted:
+        log(f"search: stopped with {counts.scored} of study.trials={p.study.trials} distinct architectures within the budget "
+            f"scored: {stopped}")
     if interrupted:
         log("search: interrupted; results so far are written, rerun the same command to resume")
         return summary
+    if failed and counts.scored < p.study.trials and not stopped:
+        raise DasError(f"{failed[0]}; {counts.scored} of study.trials={p.study.trials} architectures are scored and the results "
+                       "so far are written: rerun the same command to resume")
     if best is None:
         smallest = min((r["params"] for r in rows), default=None)
         fastest = min((r["latency_ms"] for r in rows if r.get("latency_ms") is not None), default=None)
         fast = f", the fastest {fastest:.3g} ms" if fastest is not None else ""
         raise DasError(f"no scored candidate is within {_budget_text(budget)}; the smallest seen has {smallest} params{fast}: raise the budget")
     return summary
+
+
+def check_workers(workers: int, first_worker: int = 0) -> None:
+    """Refuse a worker count or first worker index that is not a number of processes."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise DasError(f"workers={workers!r} must be a positive integer: the number of processes that score trials "
+                       "on this machine (1 scores in this process)")
+    if isinstance(first_worker, bool) or not isinstance(first_worker, int) or first_worker < 0:
+        raise DasError(f"first_worker={first_worker!r} must be an integer >= 0: this command's first worker index "
+                       "(sampler seed study.seed + index); give each machine's command its own range")
+
+
+def plan_workers(workers: int, remaining: int, log=print) -> int:
+    """How many workers to start: ``workers``, but never more than the architectures left to score (said in one line)."""
+    if workers > 1 and remaining < workers:
+        if remaining == 0:
+            log(f"search: workers={workers} but nothing is left to score; writing the results")
+        else:
+            log(f"search: workers={workers} is more than the {remaining} architecture(s) left to score; starting {remaining}")
+        return remaining
+    return workers
 
 
 # --------------------------------------------------------------------------- checks before any work
@@ -468,6 +576,52 @@ def _store_settings(optuna_study: optuna.Study, settings: dict[str, Any]) -> Non
     stored = flatten(optuna_study.user_attrs.get("settings") or {})
     if {**stored, **settings} != stored:
         optuna_study.set_user_attr("settings", {**stored, **settings})
+
+
+#: Study user attr: the sha256 of the teacher file the study's trials were scored with (shared storages).
+TEACHER_FILE_ATTR = "teacher_file"
+
+
+def _file_digest(path: str | Path) -> str | None:
+    path = Path(path)
+    if not path.is_file():
+        return None
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_teacher_here(optuna_study: optuna.Study, cfg: TeacherConfig, run_dir: Path) -> None:
+    """On a shared study, refuse before any training to train a second teacher: the first one's scores would not compare.
+
+    A machine joining a study another machine started has no ``teacher/teacher.pt`` of its own;
+    training one here (other hardware, other float rounding) would give other weights.
+    """
+    stored = optuna_study.user_attrs.get(TEACHER_FILE_ATTR)
+    here = run_dir / "teacher" / "teacher.pt"
+    if stored and cfg.checkpoint is None and not here.is_file():
+        raise DasError(
+            f"study {optuna_study.study_name!r} was scored with a teacher trained elsewhere ({stored.get('path')}, "
+            f"sha256 {str(stored.get('sha256'))[:12]}); copy that file to {here} or give --teacher.checkpoint, "
+            "rather than train another teacher here"
+        )
+
+
+def _check_same_teacher(optuna_study: optuna.Study, checkpoint: str, run_dir: Path) -> None:
+    """On a shared study, the teacher file must be the one its trials were scored with (its sha256 is kept in the study)."""
+    digest = _file_digest(checkpoint)
+    if digest is None:
+        return
+    stored = optuna_study.user_attrs.get(TEACHER_FILE_ATTR)
+    if not stored:
+        optuna_study.set_user_attr(TEACHER_FILE_ATTR, {"sha256": digest, "path": str(Path(checkpoint).resolve())})
+    elif stored.get("sha256") != digest:
+        raise DasError(
+            f"teacher file {checkpoint} (sha256 {digest[:12]}) is not the one study {optuna_study.study_name!r} was scored with "
+            f"({stored.get('path')}, sha256 {str(stored.get('sha256'))[:12]}); copy that file here or use a new study.study_name"
+        )
 
 
 def _teacher_accuracy(optuna_study: optuna.Study, cfg: TeacherConfig, model: torch.nn.Module, checkpoint: str,

@@ -9,8 +9,11 @@ Three things make a run directory safe to share and to kill:
 - :class:`das.search.ledger.Ledger` keeps the study at ``study.trials`` distinct scored
   architectures however many processes join: Optuna numbers trials atomically, so a trial that
   finds ``total`` scored trials numbered before it stops its process instead of running;
-- :func:`release_dead_trials` stops counting a trial whose process died while it ran (a journal
-  file has no heartbeat; an RDB storage gets Optuna's heartbeat as well).
+- :func:`release_dead_trials` stops counting a trial whose process died while it ran: on this
+  machine at once, by its ``host:pid`` tag (a journal file has no heartbeat); on an RDB storage,
+  another machine's dead worker by Optuna's heartbeat (:data:`HEARTBEAT_S`, :data:`GRACE_S`).
+  Every worker calls it at the start of each trial, so the architecture the dead trial was scoring
+  is retried at once (:mod:`das.search.ledger`).
 
 Trials that never finish (one made surplus by another process, one whose process died, one cut
 short by Ctrl-C) are recorded as PRUNED: das never prunes otherwise. Finished trials that do not
@@ -19,6 +22,7 @@ count (a duplicate architecture, one over budget) are tagged so (:mod:`das.searc
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import re
 import signal
@@ -37,10 +41,16 @@ from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from optuna.trial import TrialState
 
 from das.errors import DasError, close_matches_hint
+from das.search.ledger import ERROR
 
 SAMPLERS = ("tpe", "random", "nsga2", "grid")
 
 STORAGE_FORMS = "a journal file (PATH.journal or PATH.log) or an RDB URL such as postgresql://USER:PASSWORD@HOST/DB or sqlite:///FILE.db"
+#: An RDB storage's heartbeat: each running trial says it is alive every HEARTBEAT_S seconds, and
+#: one silent for GRACE_S is failed by the next trial any worker starts (its architecture retried).
+HEARTBEAT_S, GRACE_S = 60, 180
+#: Seconds to wait for a database server to answer before saying it cannot be reached.
+CONNECT_TIMEOUT_S = 10
 
 
 def check_sampler(name: str) -> None:
@@ -166,12 +176,24 @@ def hide_password(url: str) -> str:
     return _split_password(url)[0]
 
 
+def rdb_url(storage: str) -> str:
+    """The SQLAlchemy URL for ``storage``: a bare ``postgresql://`` gets the psycopg (3) driver when it is installed.
+
+    das's ``postgres`` extra installs psycopg; SQLAlchemy 2.0 would otherwise look for psycopg2
+    (2.1 looks for psycopg itself). A URL that names its driver (``postgresql+psycopg2://``) is kept.
+    """
+    scheme, sep, rest = storage.partition("://")
+    if scheme == "postgresql" and importlib.util.find_spec("psycopg") is not None:
+        return f"postgresql+psycopg{sep}{rest}"
+    return storage
+
+
 def make_storage(storage: str | None, run_dir: Path) -> optuna.storages.BaseStorage:
     """A journal file in the run directory unless a storage is given.
 
     A journal file is safe for several worker processes on one machine (SQLite is not); an RDB
     URL such as PostgreSQL serves workers on several machines, with Optuna's heartbeat failing
-    the trials of a worker that died.
+    the trials of a worker that died (:data:`HEARTBEAT_S`, :data:`GRACE_S`).
     """
     if storage is None:
         return journal_storage(run_dir / "study.journal")
@@ -182,15 +204,24 @@ def make_storage(storage: str | None, run_dir: Path) -> optuna.storages.BaseStor
     scheme = storage.partition("://")[0]
     if "://" not in storage or not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme):
         raise DasError(f"study.storage={shown!r} is neither a journal file nor a database URL; accepted: {STORAGE_FORMS}")
+    if scheme == "postgres":  # Heroku's spelling, which SQLAlchemy does not accept
+        raise DasError(f"study.storage={shown!r}: the scheme is postgresql://, not postgres:// (e.g. postgresql://USER:PASSWORD@HOST/DB)")
+    url = rdb_url(storage)
+    engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}  # a search outlives idle connections the server drops
+    if scheme.startswith("postgresql"):
+        engine_kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}  # an unreachable host fails, not hangs
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
-            return optuna.storages.RDBStorage(storage, heartbeat_interval=60, grace_period=180)
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
     except Exception as err:  # sqlalchemy and DB drivers raise many types; all mean "cannot use this URL"
         reason = " ".join(str(err).split("\n")[0].split())
         password = _split_password(storage)[1]
         if password:
             reason = reason.replace(password, "***")
+        if isinstance(err, ImportError) and scheme.startswith("postgresql"):
+            raise DasError(f"cannot open study.storage={shown!r}: no PostgreSQL driver is installed; "
+                           'pip install -e ".[postgres]" (psycopg) on every machine that runs a worker') from None
         raise DasError(f"cannot open study.storage={shown!r} ({type(err).__name__}: {reason}); accepted: {STORAGE_FORMS}") from None
 
 
@@ -241,12 +272,19 @@ def _alive(worker: str) -> bool:
 
 
 def release_dead_trials(study: optuna.Study, untagged_after: timedelta = timedelta(seconds=5)) -> int:
-    """Stop counting RUNNING trials whose process has died; return how many.
+    """Stop counting RUNNING trials whose process has died; return how many (on this machine).
 
     A trial is tagged with its worker by :class:`WorkerTagging` as the storage creates it; one
     still untagged ``untagged_after`` later lost its process in that gap (or was made by another
-    tool). The search calls this at its start and end.
+    tool). Such trials are recorded as PRUNED. On an RDB storage, trials whose heartbeat stopped
+    (another machine's dead worker) are failed as well (Optuna's ``fail_stale_trials``). The
+    search calls this at its start and end, and every worker at the start of each trial.
     """
+    heartbeat = getattr(study._storage, "get_heartbeat_interval", None)  # RDB storages (Optuna's BaseHeartbeat)
+    if callable(heartbeat) and heartbeat() is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
     now = datetime.now()
 
     def dead(trial: optuna.trial.FrozenTrial) -> bool:
@@ -330,3 +368,9 @@ class Interruptible:
             self.interrupted = True
             trial.study.stop()
             raise optuna.TrialPruned("interrupted") from None
+        except optuna.TrialPruned:
+            raise
+        except Exception as err:
+            # It failed in a live process: it keeps its place rather than pass for a dead worker's (ledger.ERROR).
+            trial.set_user_attr(ERROR, f"{type(err).__name__}: {' '.join(str(err).split())[:200]}")
+            raise

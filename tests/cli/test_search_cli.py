@@ -1,4 +1,4 @@
-"""search.py as a user runs it: one-line mistakes (exit 1), Ctrl-C (130), kill -9 and shared run dirs.
+"""search.py as a user runs it: one-line mistakes (exit 1), Ctrl-C (130), kill -9, shared run dirs and --workers N.
 
 The mistakes run search.py's ``__main__`` in this process (runpy: the same ``sys.exit(guarded(main))``
 a shell runs, without 5 s of imports each); the signals and the two-process study use real
@@ -60,6 +60,10 @@ MISTAKES = {
     "space_args_yaml": (["--space.args", "{C:4}"], ["space.args", "{C: 16, N: 5}"]),
     "storage_scheme": (["--study.storage", "nosuch+driver://ann:hunter2@db.example/das"], ["nosuch+driver://ann:***@db.example/das", "postgresql://"]),
     "storage_form": (["--study.storage", "ann:hunter2@db.example"], ["neither a journal file nor a database URL", "postgresql://"]),
+    "storage_postgres": (["--study.storage", "postgres://ann:hunter2@db.example/das"], ["postgres://ann:***@db.example/das", "not postgres://"]),
+    "storage_driver": (["--study.storage", "mysql+nosuchdriver://ann:hunter2@db.example/das"], ["mysql+nosuchdriver://ann:***@db.example/das"]),
+    "workers": (["--workers", "0"], ["workers=0", "positive integer"]),
+    "first_worker": (["--first_worker", "-2"], ["first_worker=-2", ">= 0"]),
     "image_size": (["--data.image_size", "2"], ["data.image_size=2", "at least"]),
     "trials": (["--study.trials", "0"], ["study.trials=0", "positive integer"]),
     "max_flops": (["--budget.max_flops", "100"], ["budget.max_flops=100", "smallest candidate"]),
@@ -165,3 +169,81 @@ def test_two_processes_together_score_exactly_study_trials_distinct_architecture
     scored = [t for t in done if t.state in (TrialState.COMPLETE, TrialState.FAIL) and t.user_attrs.get("kind") == "scored"]
     assert len(scored) == 24 == len({t.user_attrs["key"] for t in scored})
     assert TrialState.RUNNING not in [t.state for t in done]
+
+
+# --------------------------------------------------------------------------- --workers N
+
+
+def worker_pids(run_dir: Path) -> set[int]:
+    """The processes that ran the study's trials (their host:pid tags)."""
+    return {int(t.user_attrs["worker"].rpartition(":")[2]) for t in trials(run_dir) if "worker" in t.user_attrs}
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def scored_keys(done: list[optuna.trial.FrozenTrial]) -> list[str]:
+    return [t.user_attrs["key"] for t in done if t.state == TrialState.COMPLETE and t.user_attrs.get("kind") == "scored"]
+
+
+def test_two_workers_score_exactly_study_trials_once_each_and_write_one_set_of_results(tiny, tmp_path) -> None:
+    run = tmp_path / "run"
+    proc = start(["--run_dir", str(run), *tiny, "--study.trials", "30", "--budget.max_params", "9000", "--workers", "2"])
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert "search: 2 workers on study 'das'" in out and "sampler seeds 0..1" in out
+    done = trials(run)
+    keys = scored_keys(done)
+    assert len(keys) == 30 == len(set(keys))  # exactly study.trials, none scored twice
+    assert len(worker_pids(run)) == 2 and TrialState.RUNNING not in [t.state for t in done]
+    summary = json.loads((run / "search_summary.json").read_text())
+    assert summary["scored"] == 30 and not summary["interrupted"]
+    assert (run / "best_arch.json").is_file() and (run / "plots" / "score_vs_params.png").is_file()
+    assert (run / "leaderboard.csv").read_text().count("\n") == summary["distinct_archs"] + 1
+
+
+def test_a_sigkilled_worker_s_architecture_is_scored_again_and_the_study_reaches_its_count(tiny, tmp_path) -> None:
+    run = tmp_path / "run"
+    proc = start(["--run_dir", str(run), *tiny, "--study.trials", "40", "--workers", "2"])
+    wait_for(run, 3, proc)
+    deadline = time.monotonic() + 60
+    while not (scoring := [t for t in trials(run) if t.state == TrialState.RUNNING and t.user_attrs.get("kind") == "scored"]):
+        assert time.monotonic() < deadline and proc.poll() is None, "no worker was seen scoring"
+        time.sleep(0.02)
+    victim = scoring[0]
+    os.kill(int(victim.user_attrs["worker"].rpartition(":")[2]), signal.SIGKILL)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err  # the other worker finished the study
+    assert "was killed by SIGKILL" in err
+    done = trials(run)
+    keys = scored_keys(done)
+    assert len(keys) == 40 == len(set(keys)) and TrialState.RUNNING not in [t.state for t in done]
+    killed = done[victim.number]
+    if killed.state == TrialState.PRUNED:  # (it may have finished in the instant before the kill)
+        retries = [t for t in done if t.user_attrs.get("retry_of") == victim.number]
+        assert retries, (killed.user_attrs, [(t.number, t.state.name, t.user_attrs.get("kind")) for t in done[victim.number:]])
+        retry = retries[0]
+        assert retry.user_attrs["key"] == victim.user_attrs["key"] and retry.state == TrialState.COMPLETE
+        assert victim.user_attrs["key"] in keys
+
+
+def test_ctrl_c_stops_every_worker_and_writes_the_results_so_far(tiny, tmp_path) -> None:
+    run = tmp_path / "run"
+    proc = start(["--run_dir", str(run), *tiny, "--study.trials", "100000", "--workers", "2"])
+    deadline = time.monotonic() + 120
+    while len(worker_pids(run)) < 2:  # both workers are running trials
+        assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)  # as the terminal's Ctrl-C reaches search.py (the workers run in their own session)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == INTERRUPTED, err
+    assert "Traceback" not in err and "interrupted" in out + err
+    summary = json.loads((run / "search_summary.json").read_text())
+    assert summary["interrupted"] and summary["scored"] >= 2
+    assert not any(alive(pid) for pid in worker_pids(run))
+    assert TrialState.RUNNING not in [t.state for t in trials(run)]  # each worker finished or abandoned its trial

@@ -11,6 +11,8 @@ that is not one (a teacher spec, :func:`teachers.create_teacher`):
   names: ``study.journal`` beside the CSV, or the storage that ``search_config.yaml`` beside it
   records;
 - an inline ArchSpec JSON (``{"space": "nb201", "choices": {...}, "space_args": {...}}``);
+- ``runs/x/pruned.pt``: a network slimmed by :mod:`das.prune.slim` (its spec and weights, as
+  :func:`das.prune.slim.save_pruned` writes them), e.g. a student to fine-tune or distil;
 - a registered teacher name (``resnet20``), ``timm:NAME``, ``torchvision:NAME`` or
   ``package.module:function``.
 """
@@ -31,6 +33,8 @@ from das.spec import ArchSpec
 _LEADERBOARD_ROW = re.compile(r"(?P<path>.+\.csv)(?:#(?P<rank>.*))?", re.IGNORECASE)
 #: ``PATH.json#N``: an entry of a pareto.json (likewise).
 _PARETO_ENTRY = re.compile(r"(?P<path>.+\.json)#(?P<index>.*)", re.IGNORECASE)
+#: Files that :func:`build_model` reads as pruned networks (:func:`das.prune.slim.save_pruned`).
+PRUNED_SUFFIXES = (".pt", ".pth")
 
 
 def build_model(spec: str | ArchSpec, num_classes: int, checkpoint: str | None = None) -> nn.Module:
@@ -38,11 +42,21 @@ def build_model(spec: str | ArchSpec, num_classes: int, checkpoint: str | None =
 
     Args:
         spec: an :class:`ArchSpec`, a path to an architecture JSON (``best_arch.json``), a
-            Pareto entry (``pareto.json#N``), a leaderboard row (``leaderboard.csv#N``), an inline ArchSpec JSON, or a teacher spec
+            Pareto entry (``pareto.json#N``), a leaderboard row (``leaderboard.csv#N``), an inline ArchSpec JSON, a
+            pruned network (``pruned.pt``, built with its saved weights), or a teacher spec
             (``resnet20``, ``timm:NAME``, ``torchvision:NAME``, ``package.module:function``).
         num_classes: classifier outputs.
         checkpoint: optional local weights, loaded strictly.
     """
+    if pruned_path(spec):
+        from das.prune.slim import load_pruned  # imports Torch-Pruning, so only when needed
+
+        model = load_pruned(spec, num_classes)
+        if checkpoint:
+            from teachers.checkpoint import load_checkpoint
+
+            load_checkpoint(model, checkpoint)
+        return model
     arch = arch_spec(spec)
     if arch is None:
         from teachers import create_teacher
@@ -54,6 +68,11 @@ def build_model(spec: str | ArchSpec, num_classes: int, checkpoint: str | None =
 
         load_checkpoint(model, checkpoint)
     return model
+
+
+def pruned_path(spec: str | ArchSpec) -> bool:
+    """Whether ``spec`` names a pruned network's file (``.pt``/``.pth``; what is in it is checked on loading)."""
+    return isinstance(spec, str) and spec.strip().lower().endswith(PRUNED_SUFFIXES)
 
 
 def arch_spec(spec: str | ArchSpec) -> ArchSpec | None:

@@ -12,11 +12,17 @@
   ``G = F Fᵀ`` (B×B) of the flattened feature maps, rows L2-normalised.
 - FitNet hint loss (Romero et al., "FitNets: Hints for Thin Deep Nets", ICLR 2015): the mean
   squared error between the projected student map and the teacher map.
+- BatchNorm-scale L1 (Liu et al., "Learning Efficient Convolutional Networks through Network
+  Slimming", ICCV 2017, eq. 1): ``Σ|γ|`` over every BatchNorm scale of the student, the sparsity
+  penalty that lets :mod:`das.prune.slim` remove the channels it drives to 0. Its weight is the
+  paper's λ (1e-4 to 1e-5 there); autograd gives the paper's subgradient λ·sign(γ) on each γ.
+  A regulariser of the student's own parameters, not of its outputs: it is kept, at its weight,
+  with or without a teacher.
 
 The loss registry
 -----------------
 Every loss above is registered in :data:`LOSSES` by name (``ce``, ``kd``, ``cosine``,
-``relation``, ``fitnet``) as a :class:`Loss`: a function of plain tensors whose positional
+``relation``, ``fitnet``, ``bn_l1``) as a :class:`Loss`: a function of plain tensors whose positional
 parameters name the tensors it reads (fields of :class:`LossInputs`) and whose keyword-only
 parameters are its options. Teacher tensors are detached inside every loss, so no gradient
 reaches the teacher even if a caller forgets ``torch.no_grad()``. Add a loss with
@@ -119,6 +125,8 @@ class LossInputs:
         teacher_features: the teacher's feature map.
         student_projected: the student's map projected to the teacher's width (read by
             ``cosine`` and ``fitnet``); defaults to ``student_features`` when widths agree.
+        student_bn_weights: every BatchNorm scale γ of the student in one vector
+            (:func:`bn_weights`; read by ``bn_l1``).
     """
 
     student_logits: torch.Tensor | None = None
@@ -127,6 +135,7 @@ class LossInputs:
     student_features: torch.Tensor | None = None
     teacher_features: torch.Tensor | None = None
     student_projected: torch.Tensor | None = None
+    student_bn_weights: torch.Tensor | None = None
 
     def get(self, name: str) -> torch.Tensor | None:
         value = getattr(self, name)
@@ -256,6 +265,24 @@ def _relation(student_features: torch.Tensor, teacher_features: torch.Tensor) ->
 def _fitnet(student_projected: torch.Tensor, teacher_features: torch.Tensor) -> torch.Tensor:
     """FitNet hint: MSE between the projected student map and the teacher map."""
     return fitnet_loss(student_projected, teacher_features.detach())
+
+
+def bn_weights(model: nn.Module) -> torch.Tensor:
+    """Every affine BatchNorm scale γ of ``model``, concatenated (gradients flow back to each γ).
+
+    Raises:
+        DasError: ``model`` has no affine BatchNorm, so an L1 on its scales would be 0 and do nothing.
+    """
+    scales = [m.weight.flatten() for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine]
+    if not scales:
+        raise DasError(f"loss 'bn_l1' penalises BatchNorm scales, and {type(model).__name__} has no affine BatchNorm; drop bn_l1 from the losses")
+    return torch.cat(scales)
+
+
+@register_loss("bn_l1")
+def _bn_l1(student_bn_weights: torch.Tensor) -> torch.Tensor:
+    """Σ|γ| over the student's BatchNorm scales (network slimming's sparsity penalty; the weight is λ)."""
+    return student_bn_weights.abs().sum()
 
 
 # ----------------------------------------------------------------------------- combining losses

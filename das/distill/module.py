@@ -23,7 +23,9 @@ every feature loss) are left out, and the rest (``ce``, label smoothing included
 the no-teacher baseline of a distillation run is built from the same hyperparameters with
 ``teacher=None``, so it must train on the same config's label terms, scaled to the logit terms'
 total weight so that both runs take steps of the same size (:func:`alone_terms`). A config that
-leaves no label term with non-zero weight cannot train alone and is refused.
+leaves no label term with non-zero weight cannot train alone and is refused. Regularisers of the
+student's own parameters (``bn_l1``, network slimming's L1 on BatchNorm scales) belong to the
+student, so both runs keep them at their configured weight.
 """
 
 from __future__ import annotations
@@ -39,8 +41,8 @@ import torch.nn.functional as F
 from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 
-from das.distill.losses import LossConfig, LossSpec, LossTerm, LossValues
-from das.distill.objective import FEATURE_INPUTS, Objective
+from das.distill.losses import LossConfig, LossSpec, LossTerm, LossValues, bn_weights
+from das.distill.objective import FEATURE_INPUTS, PARAMETER_INPUTS, Objective, is_regulariser
 from das.distill.optim import OptimConfig, build_optimizer, build_scheduler, param_groups, trainer_steps
 from das.distill.pairing import FeaturePair, FeatureProjectors, pair_by_names, pair_stages
 from das.distill.rng import rng_states, set_rng_states
@@ -69,8 +71,8 @@ LABEL_INPUTS = frozenset({"student_logits", "targets"})
 
 
 def needs_teacher(term: LossTerm) -> bool:
-    """Whether ``term`` reads anything besides the student's logits and the labels."""
-    return not set(term.loss.needs) <= LABEL_INPUTS
+    """Whether ``term`` reads anything besides the student's logits, the labels and the student's parameters."""
+    return not set(term.loss.needs) <= LABEL_INPUTS | PARAMETER_INPUTS
 
 
 def alone_terms(spec: LossSpec) -> list[LossTerm]:
@@ -81,16 +83,19 @@ def alone_terms(spec: LossSpec) -> list[LossTerm]:
     its step size and lose for that reason only (README: "Why KD first lost"). The label terms
     therefore share the total weight of the logit terms (label terms and kd; feature terms aside):
     ce ½ + kd ½ trains alone on ce 1, ce 1 + kd 1 on ce 2, ce 1 (+ any feature loss) on ce 1.
+    Regularisers (``bn_l1``) are kept as they are: their weight is a penalty's strength (the λ
+    of network slimming), the same in both runs, and not part of the logit terms' total.
     """
-    label = [t for t in spec.terms if t.weight > 0 and not needs_teacher(t)]
+    kept = [t for t in spec.terms if t.weight > 0 and not needs_teacher(t)]
+    label = [t for t in kept if not is_regulariser(t)]
     if not label:
         raise DasError(
             f"losses={spec.to_config()} has no term that trains without a teacher (the no-teacher baseline and "
             "teacher-less runs need one); add ce, e.g. ce: 1.0, or run with --baseline false"
         )
-    logit_total = sum(t.weight for t in spec.terms if t.weight > 0 and not set(t.loss.needs) & FEATURE_INPUTS)
+    logit_total = sum(t.weight for t in spec.terms if t.weight > 0 and not set(t.loss.needs) & FEATURE_INPUTS and not is_regulariser(t))
     factor = logit_total / sum(t.weight for t in label)
-    return [dataclasses.replace(t, weight=t.weight * factor) for t in label]
+    return [dataclasses.replace(t, weight=t.weight * factor) if t in label else t for t in kept]
 
 
 def topk_accuracy(logits: torch.Tensor, targets: torch.Tensor, k: int) -> torch.Tensor:
@@ -122,9 +127,10 @@ class DistillModule(L.LightningModule):
         teacher_checkpoint: local weights for the teacher, loaded strictly.
         num_classes: classifier outputs (linked to the data module's in train.py).
         losses: the training objective, loss name → weight or ``{weight: w, option: value}``
-            (names from ``das.distill.LOSSES``: ce, kd, cosine, relation, fitnet); default
+            (names from ``das.distill.LOSSES``: ce, kd, cosine, relation, fitnet, bn_l1); default
             ce 1 + kd (weight 1, temperature 4) + cosine (weight 1, scale 1). Without a teacher
-            only the label terms (ce) apply.
+            only the label terms (ce) and the regularisers (bn_l1: L1 on the student's
+            BatchNorm scales, for network slimming, weight λ e.g. 1e-4) apply.
         feature_pairs: which feature maps the feature losses compare: ``final`` (the pre-pool
             maps), ``stages`` (each student stage with the teacher map of the same or nearest
             reduction), or a list of ``[student_module, teacher_module]`` names of declared
@@ -196,6 +202,8 @@ class DistillModule(L.LightningModule):
         example = torch.zeros(2, *input_size)
         self.student = build_model(ArchSpec.from_dict(student_spec) if student_spec else student, num_classes)
         self.student_points = feature_points(self.student, example)
+        if "student_bn_weights" in self.loss_spec.needs:
+            bn_weights(self.student)  # a student without BatchNorm fails now, not at its first step
         self.teacher: nn.Module | None = None
         self.pairs: list[FeaturePair] = []
         if teacher is None:
@@ -266,7 +274,7 @@ class DistillModule(L.LightningModule):
         if self.teacher is not None:
             with torch.no_grad():  # the teacher runs once per batch, frozen, in eval mode
                 t_logits, t_maps = self._run(self.teacher, [p.teacher.module for p in self.pairs], x)
-        return logits, self.objective(logits, y, t_logits, s_maps, t_maps, self.projectors)
+        return logits, self.objective(logits, y, t_logits, s_maps, t_maps, self.projectors, self.student)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _idx: int) -> torch.Tensor:
         x, y = batch

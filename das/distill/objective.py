@@ -10,12 +10,22 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from torch import nn
 
-from das.distill.losses import LossInputs, LossTerm, LossValues
+from das.distill.losses import LossInputs, LossTerm, LossValues, bn_weights
 from das.distill.pairing import FeatureProjectors
 
 #: The inputs that make a term a feature term (it needs the pairs' maps, and projectors for some).
 FEATURE_INPUTS = frozenset({"student_features", "teacher_features", "student_projected"})
+
+#: The inputs read from the student's own parameters, not from a batch: a term reading only
+#: these is a regulariser (``bn_l1``), computed once per step from the student module.
+PARAMETER_INPUTS = frozenset({"student_bn_weights"})
+
+
+def is_regulariser(term: LossTerm) -> bool:
+    """Whether ``term`` reads only the student's parameters (so it applies with or without a teacher, at its own weight)."""
+    return set(term.loss.needs) <= PARAMETER_INPUTS
 
 
 class Objective:
@@ -33,9 +43,14 @@ class Objective:
 
     def __call__(self, logits: torch.Tensor, targets: torch.Tensor, teacher_logits: torch.Tensor | None,
                  student_maps: Sequence[torch.Tensor], teacher_maps: Sequence[torch.Tensor],
-                 projectors: FeatureProjectors) -> LossValues:
-        """The weighted total and each term's value; maps are given pair by pair, in the pairs' order."""
-        inputs = LossInputs(student_logits=logits, teacher_logits=teacher_logits, targets=targets)
+                 projectors: FeatureProjectors, student: nn.Module | None = None) -> LossValues:
+        """The weighted total and each term's value; maps are given pair by pair, in the pairs' order.
+
+        ``student`` is read only by regularisers of its parameters (``bn_l1``).
+        """
+        reads_bn = student is not None and any("student_bn_weights" in t.loss.needs for t in self.logit_terms)
+        inputs = LossInputs(student_logits=logits, teacher_logits=teacher_logits, targets=targets,
+                            student_bn_weights=bn_weights(student) if reads_bn else None)
         values = {t.name: t(inputs) for t in self.logit_terms}
         if self.feature_terms:
             raw = [LossInputs(student_features=s, teacher_features=t) for s, t in zip(student_maps, teacher_maps)]

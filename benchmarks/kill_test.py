@@ -42,6 +42,7 @@ from benchmarks.pgserver import throwaway_server  # noqa: E402
 from benchmarks.search_bench import ROOT, load_average, load_trials, prepare_teacher, scored, search_command, start, worker_pid  # noqa: E402
 from das.cli import guarded  # noqa: E402
 from das.errors import DasError  # noqa: E402
+from das.search.ledger import died_while_scoring  # noqa: E402
 from das.report.output import write_json  # noqa: E402
 from das.report.provenance import code_version, machine_info, now_iso  # noqa: E402
 
@@ -137,7 +138,7 @@ def main(argv: Sequence[str]) -> int:
     keys = [t.user_attrs["key"] for t in done]
     by_number = {t.number: t for t in trials}
     killed = [by_number[k["trial"]] for k in kills if k["trial"] is not None]
-    claimed = [t for t in killed if t.user_attrs.get("kind") == "scored" and "scores" not in t.user_attrs]
+    claimed = [t for t in killed if died_while_scoring(t)]  # claimed its architecture and never finished
     later = {t.user_attrs["key"]: t.number for t in done}
     retried = [t for t in claimed if later.get(t.user_attrs["key"], -1) > t.number]
     retry_trials = {t.user_attrs["retry_of"] for t in trials if "retry_of" in t.user_attrs and t.state == TrialState.COMPLETE}

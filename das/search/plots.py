@@ -125,7 +125,9 @@ def rank_correlations(rows: list[dict[str, Any]], proxies: list[str]) -> tuple[l
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         rho = spearmanr(values[:, varying]).statistic
-    return [names[i] for i in varying], np.atleast_2d(rho)
+    if np.ndim(rho) == 0:  # two columns: scipy gives their ρ alone, not the matrix
+        rho = np.array([[1.0, rho], [rho, 1.0]])
+    return [names[i] for i in varying], rho
 
 
 def proxy_correlations(rows: list[dict[str, Any]], proxies: list[str], path: Path) -> Path | None:

@@ -61,6 +61,16 @@ def test_rank_correlations_are_spearmans_over_the_scored_rows() -> None:
     assert rank_correlations(scored[:2], ["diswot"]) is None  # too few to rank
 
 
+def test_two_varying_columns_give_a_two_by_two_matrix(tmp_path) -> None:
+    """A params-only search (objective params, no report) ranks params against flops: scipy returns one number there."""
+    rows, study = rows_and_study()
+    names, rho = rank_correlations(rows, ["params"])
+    assert names == ["params", "flops"] and rho.shape == (2, 2) and np.allclose(np.diag(rho), 1.0)
+    assert rho[0, 1] == rho[1, 0] == pytest.approx(spearmanr([r["params"] for r in rows if r["feasible"]],
+                                                             [r["flops"] for r in rows if r["feasible"]]).statistic)
+    assert (plots.proxy_correlations(rows, ["params"], tmp_path / "rho.png")).is_file()
+
+
 def test_the_front_is_what_no_row_dominates() -> None:
     rows = [{"feasible": True, "s": s, "params": p} for s, p in ((1.0, 10), (2.0, 20), (1.5, 30), (2.0, 20), (0.5, 5))]
     rows.append({"feasible": False, "s": 9.0, "params": 1})  # over budget: never on the front

@@ -107,10 +107,11 @@ def main(argv: Sequence[str]) -> int:
     base = None
     summary = {}
     for key, rs in runs.items():
-        median = statistics.median(r["scored_per_min"] for r in rs)
+        median = round(statistics.median(r["scored_per_min"] for r in rs), 1)
         base = base or median
-        summary[key] = {"scored_per_min": median, "trials_per_min": statistics.median(r["trials_per_min"] for r in rs),
-                        "wall_s": statistics.median(r["wall_s"] for r in rs), "startup_s": statistics.median(r["startup_s"] for r in rs),
+        summary[key] = {"scored_per_min": median, "trials_per_min": round(statistics.median(r["trials_per_min"] for r in rs), 1),
+                        "wall_s": round(statistics.median(r["wall_s"] for r in rs), 2),
+                        "startup_s": round(statistics.median(r["startup_s"] for r in rs), 2),
                         "speedup": round(median / base, 2), "runs": rs}
     result = {
         "settings": {"config": args.config, "teacher_checkpoint": args.teacher_checkpoint, "trials": args.trials,

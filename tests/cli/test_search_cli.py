@@ -62,6 +62,9 @@ MISTAKES = {
     "storage_form": (["--study.storage", "ann:hunter2@db.example"], ["neither a journal file nor a database URL", "postgresql://"]),
     "storage_postgres": (["--study.storage", "postgres://ann:hunter2@db.example/das"], ["postgres://ann:***@db.example/das", "not postgres://"]),
     "storage_driver": (["--study.storage", "mysql+nosuchdriver://ann:hunter2@db.example/das"], ["mysql+nosuchdriver://ann:***@db.example/das"]),
+    # Nothing listens on port 1: the server cannot be reached (refused at once; a silent host fails after 10 s).
+    "storage_unreachable": (["--study.storage", "postgresql://ann:hunter2@127.0.0.1:1/das"],
+                            ["cannot open study.storage='postgresql://ann:***@127.0.0.1:1/das'"]),
     "workers": (["--workers", "0"], ["workers=0", "positive integer"]),
     "first_worker": (["--first_worker", "-2"], ["first_worker=-2", ">= 0"]),
     "image_size": (["--data.image_size", "2"], ["data.image_size=2", "at least"]),

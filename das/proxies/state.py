@@ -32,3 +32,28 @@ def preserved(model: nn.Module) -> Iterator[nn.Module]:
         for name, p in model.named_parameters():
             p.requires_grad_(flags[name])
             p.grad = grads[name]
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode for the block, every module's own mode restored on exit (passes that must not use batch statistics)."""
+    with _mode(model, False):
+        yield model
+
+
+@contextmanager
+def train_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Train mode for the block (BatchNorm on batch statistics), every module's own mode restored on exit."""
+    with _mode(model, True):
+        yield model
+
+
+@contextmanager
+def _mode(model: nn.Module, training: bool) -> Iterator[None]:
+    modes = {m: m.training for m in model.modules()}
+    model.train(training)
+    try:
+        yield
+    finally:
+        for m, was in modes.items():
+            m.training = was

@@ -41,16 +41,31 @@ from torch.func import functional_call
 from das.errors import DasError
 from das.proxies.base import register_proxy
 from das.proxies.context import ScoringContext, prunable_layers
+from das.proxies.state import eval_mode
 
 _RESCUE = 2.0**-511
 
 
 def synflow_sum(model: nn.Module, input_shape: tuple[int, ...], scale: float = 1.0) -> float:
-    """S·scale² for the input and every bias scaled by ``scale`` and R by ``scale`` (module doc).
+    """S·scale² for the input and every bias scaled by ``scale`` and R by ``scale`` (module doc)."""
+    return float(sum(s.sum() for s in synflow_scores(model, input_shape, scale).values()))
 
-    The pass reads float64 copies of the parameters through ``torch.func.functional_call``, so
-    the model's own tensors are never written; its BatchNorm layers are bypassed and the model
-    is put in eval mode only for the duration of the call.
+
+def synflow_scores(
+    model: nn.Module, input_shape: tuple[int, ...], scale: float = 1.0, batchnorm: str = "bypass"
+) -> dict[str, torch.Tensor]:
+    """|θ ⊙ ∂R/∂θ| of every conv/linear weight (float64, keyed ``"<layer>.weight"``), scaled as in :func:`synflow_sum`.
+
+    The proxy sums these; the SynFlow pruner (:mod:`das.prune`) ranks them. The pass reads
+    float64 copies of the parameters through ``torch.func.functional_call``, so the model's own
+    tensors are never written, and puts the model in eval mode only for the duration of the call.
+
+    Args:
+        batchnorm: ``"bypass"`` makes every BatchNorm an identity (the proxy, as zero-cost-nas);
+            ``"eval"`` keeps them in eval mode with every floating buffer replaced by its
+            absolute value too (Tanaka et al.'s pruning code, which ``abs_()``es the whole
+            state dict); their running means then scale with ``scale`` like the biases, so the
+            pass stays homogeneous in it.
     """
     param = next(model.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
@@ -63,13 +78,23 @@ def synflow_sum(model: nn.Module, input_shape: tuple[int, ...], scale: float = 1
                 value = value * scale
             tensors[name] = value.requires_grad_(name in layer_weights)
         for name, b in model.named_buffers():
-            tensors[name] = b.double() if b.is_floating_point() else b
-    weights = [tensors[name] for name in sorted(layer_weights) if name in tensors]  # tied weights appear once
+            if not b.is_floating_point():
+                tensors[name] = b
+            elif batchnorm == "eval":
+                tensors[name] = b.double().abs() * (scale if name.rpartition(".")[2] == "running_mean" else 1.0)
+            else:
+                tensors[name] = b.double()
+    names = [name for name in sorted(layer_weights) if name in tensors]  # tied weights appear once
+    weights = [tensors[name] for name in names]
     x = torch.full((1, *input_shape), scale, dtype=torch.float64, device=device)
-    with _bypassed_batchnorm(model), torch.enable_grad():
+    norms = _bypassed_batchnorm(model) if batchnorm == "bypass" else eval_mode(model)
+    with norms, torch.enable_grad():
         r = functional_call(model, tensors, (x,)).sum() * scale
         grads = torch.autograd.grad(r, weights, allow_unused=True) if r.requires_grad else [None] * len(weights)
-    return float(sum((w.detach() * g).abs().sum() for w, g in zip(weights, grads) if g is not None))
+    return {
+        name: (w.detach() * g).abs() if g is not None else torch.zeros_like(w.detach())
+        for name, w, g in zip(names, weights, grads)
+    }
 
 
 @contextmanager

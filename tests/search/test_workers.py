@@ -126,3 +126,16 @@ def test_ctrl_c_in_one_worker_interrupts_the_others(tmp_path) -> None:
     _wait(workers, prepared, outcome, log=lambda *_: None)
     assert outcome.interrupted and not outcome.failed
     assert [w.proc.returncode for w in workers] == [130, 130, 130]
+
+
+def test_with_several_gpus_each_worker_gets_its_own_unless_one_is_named(monkeypatch) -> None:
+    """The plan only (this machine has no GPU): worker i on cuda:i mod count; an explicit cuda:K keeps them all on K."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 3)
+    assert worker_devices("auto", 4) == ["cuda:0", "cuda:1", "cuda:2", "cuda:0"]
+    assert worker_devices("cuda", 2) == ["cuda:0", "cuda:1"]
+    assert worker_devices("cuda:1", 2) == ["cuda:1", "cuda:1"]
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert worker_devices("auto", 2) == ["cuda", "cuda"]

@@ -51,7 +51,7 @@ BASELINE_DIR = "baseline"
 OWN_RUN_FLAGS = ("--data", "--data.dataset", "--model.teacher", "--model.teacher_checkpoint")
 
 
-def argument_error(err: ArgumentError, parser: Any) -> DasError:
+def argument_error(err: ArgumentError, parser: Any, prog: str = "train.py") -> DasError:
     """jsonargparse's usage error as one line, with the close option names for an unknown flag."""
     message = " ".join(str(err).split())
     # A class that fails to validate comes as every Union alternative's complaint: keep the class's own.
@@ -63,7 +63,7 @@ def argument_error(err: ArgumentError, parser: Any) -> DasError:
         close = difflib.get_close_matches(unknown.group(1), list(parser._option_string_actions), n=3, cutoff=0.6)
         if close:
             message += "; did you mean " + " or ".join(close) + "?"
-    return DasError(f"{message} (python train.py --help lists every option)")
+    return DasError(f"{message} (python {prog} --help lists every option)")
 
 
 def _loggers(spec: Any) -> list[Namespace]:
@@ -79,6 +79,8 @@ class DasCLI(LightningCLI):
     """train.py's LightningCLI: settles the run directory and refuses bad settings before any data is read."""
 
     resume: str | None = None
+    #: The command's file name, for the hint in a parse error.
+    prog: str = "train.py"
 
     def add_arguments_to_parser(self, parser) -> None:
         parser.link_arguments("data.num_classes", "model.num_classes", apply_on="instantiate")
@@ -91,12 +93,12 @@ class DasCLI(LightningCLI):
             self.config = parser.parse_args(args)
         except ArgumentError as err:
             if "required: save_dir" not in str(err):
-                raise argument_error(err, parser) from None
+                raise argument_error(err, parser, self.prog) from None
             # A logger named without its save_dir: before_instantiate_classes sets it to the run root.
             try:
                 self.config = parser.parse_args([*args, "--trainer.logger.init_args.save_dir", "."])
             except ArgumentError:
-                raise argument_error(err, parser) from None
+                raise argument_error(err, parser, self.prog) from None
 
     def before_instantiate_classes(self) -> None:
         cfg = self.config

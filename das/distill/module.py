@@ -26,6 +26,10 @@ total weight so that both runs take steps of the same size (:func:`alone_terms`)
 leaves no label term with non-zero weight cannot train alone and is refused. Regularisers of the
 student's own parameters (``bn_l1``, network slimming's L1 on BatchNorm scales) belong to the
 student, so both runs keep them at their configured weight.
+
+A student pruned at initialisation (:mod:`das.prune.masks`, applied by prune.py) saves its masks in
+its checkpoints; :meth:`DistillModule.on_load_checkpoint` puts them back before the weights load,
+so ``--ckpt_path last`` and ``DistillModule.load_from_checkpoint`` rebuild the same masked student.
 """
 
 from __future__ import annotations
@@ -319,6 +323,7 @@ class DistillModule(L.LightningModule):
         checkpoint["das_rng_states"] = rng_states()
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._restore_masks(checkpoint["state_dict"])
         if self.teacher is not None:
             checkpoint["state_dict"].update({f"teacher.{k}": v for k, v in self.teacher.state_dict().items()})
         # Only when a Trainer resumes a fit (not load_from_checkpoint): from here until the next
@@ -328,3 +333,21 @@ class DistillModule(L.LightningModule):
         states = checkpoint.get("das_rng_states")
         if states is not None and self._trainer is not None and self.trainer.state.fn == TrainerFn.FITTING:
             set_rng_states(states)
+
+    def _restore_masks(self, state: dict[str, torch.Tensor]) -> None:
+        """Put back the pruning masks a checkpoint's student carries, so its masked keys load strictly.
+
+        A student pruned at initialisation (prune.py) trains with das.prune.masks parametrizations,
+        whose state dict holds ``...parametrizations.weight.original`` and ``...0.mask`` in place of
+        ``...weight``. Called before Lightning loads the state dict, both on resuming a fit and in
+        ``load_from_checkpoint``; the masks stay fixed for the rest of the fit.
+        """
+        from das.prune.masks import apply_masks, masks_from_state_dict  # das.prune imports the proxies: only when needed
+
+        prefix = "student."
+        masks = masks_from_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+        if not masks:
+            return
+        apply_masks(self.student, masks)
+        if self.hparams.channels_last:  # the new mask buffers in the layout of the weights they multiply
+            self.student.to(memory_format=torch.channels_last)

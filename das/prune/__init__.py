@@ -1,5 +1,7 @@
 """Pruning: unstructured masks at initialisation (PX, SNIP, SynFlow, magnitude, random), kept fixed
-through training; channel slimming by BatchNorm scale is :mod:`das.prune.slim`."""
+through training; channel slimming by BatchNorm scale is :mod:`das.prune.slim`. prune.py's
+command is :mod:`das.prune.command` (its ``prune:`` section :mod:`das.prune.config`, its two
+modes :mod:`das.prune.masked_run` and :mod:`das.prune.slim_run`)."""
 
 from das.prune import baselines as _baselines  # noqa: F401  (each import registers its methods)
 from das.prune import px as _px  # noqa: F401

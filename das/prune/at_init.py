@@ -40,6 +40,7 @@ def prune_at_init(
     scope: str = "global",
     seed: int = 0,
     input_shape: tuple[int, ...] | None = None,
+    progress: bool = False,
 ) -> dict[str, torch.Tensor]:
     """Masks that keep the fraction ``density`` of the prunable weights, chosen by ``method``.
 
@@ -60,6 +61,7 @@ def prune_at_init(
         scope: ``global`` (one ranking over all layers) or ``layer`` (each layer keeps ``density``).
         seed: seeds ``random`` and the forward passes of ``snip``.
         input_shape: one input's shape for data-free methods called without batches.
+        progress: show a tqdm bar over the rounds (PX's 100 rounds take a minute on a CPU).
 
     Returns:
         ``{"<layer>.weight": bool mask}`` for every prunable weight, on its device.
@@ -84,8 +86,13 @@ def prune_at_init(
         )
     masks = {name: torch.ones_like(w, dtype=torch.bool) for name, w in weights.items()}
     inputs = _inputs(model, saliency, batches, input_shape, seed)
+    schedule = exponential_schedule(density, rounds)
+    if progress and rounds > 1:
+        from tqdm.auto import tqdm  # Lightning's own progress-bar library
+
+        schedule = tqdm(schedule, desc=f"{method} rounds", unit="round", dynamic_ncols=True)
     with preserved(model):
-        for d in exponential_schedule(density, rounds):
+        for d in schedule:
             masks = select(_scores(saliency, inputs, masks), masks, d, scope)
     return masks
 

@@ -102,7 +102,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--train-images", type=int, default=10000, help="images the students train on: a stratified subset of --train-file")
     p.add_argument("--val-images", type=int, default=1000, help="further training-file images held out for val accuracy (0: none)")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the subset and its validation split (the same for every run)")
-    p.add_argument("--epochs", type=int, default=15, help="training epochs (10,000 images × 15 epochs × 7 variants × 2 seeds: ~3 h on 2 idle CPU cores)")
+    p.add_argument("--epochs", type=int, default=15, help="training epochs (10,000 images × 15 epochs: 24–69 min per run on the shared 2-core CPU machine, 2026-12)")
     p.add_argument("--batch-size", type=int, default=128, help="images per batch")
     p.add_argument("--lr", type=float, default=0.05, help="peak SGD learning rate (cosine schedule to 0)")
     p.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warmup before the cosine schedule")

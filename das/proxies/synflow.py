@@ -41,7 +41,7 @@ from torch.func import functional_call
 from das.errors import DasError
 from das.proxies.base import register_proxy
 from das.proxies.context import ScoringContext, prunable_layers
-from das.proxies.state import eval_mode
+from das.proxies.state import batchnorm_forwards, eval_mode
 
 _RESCUE = 2.0**-511
 
@@ -101,19 +101,11 @@ def synflow_scores(
 def _bypassed_batchnorm(model: nn.Module) -> Iterator[None]:
     """Eval mode with every BatchNorm an identity, undone on exit."""
     modes = {m: m.training for m in model.modules()}
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    own = {m: m.__dict__["forward"] for m in norms if "forward" in m.__dict__}
     model.eval()
     try:
-        for m in norms:
-            m.forward = _identity  # type: ignore[method-assign]  # an instance attribute shadows the class's forward
-        yield
+        with batchnorm_forwards(model, lambda _m: _identity):
+            yield
     finally:
-        for m in norms:
-            if m in own:
-                m.forward = own[m]  # type: ignore[method-assign]
-            else:
-                del m.forward
         for m, training in modes.items():
             m.training = training
 

@@ -107,7 +107,7 @@ from das.errors import DasError
 from das.features import feature_points, logits_point
 from das.proxies.activations import _FUNCTIONS, _hardtanh_min, watch_activations
 from das.proxies.context import seeded
-from das.proxies.state import eval_mode, train_mode
+from das.proxies.state import batchnorm_forwards, eval_mode, train_mode
 from das.prune.registry import ScoringInputs, register_saliency
 from das.prune.weights import prunable_weights
 
@@ -328,18 +328,8 @@ class _Replay:
 @contextmanager
 def _linear_batchnorm(model: nn.Module, scales: Mapping[nn.Module, torch.Tensor] | None) -> Iterator[None]:
     """Every BatchNorm as ``x ↦ scales[m] ⊙ x`` per channel, or the identity (``None``), undone on exit."""
-    norms = [m for m in model.modules() if isinstance(m, _BatchNorm)]
-    own = {m: m.__dict__["forward"] for m in norms if "forward" in m.__dict__}
-    try:
-        for m in norms:
-            m.forward = _scaled(scales[m]) if scales is not None and m in scales else _identity  # type: ignore[method-assign]
+    with batchnorm_forwards(model, lambda m: _scaled(scales[m]) if scales is not None and m in scales else _identity):
         yield
-    finally:
-        for m in norms:
-            if m in own:
-                m.forward = own[m]  # type: ignore[method-assign]
-            else:
-                del m.forward
 
 
 def _scaled(scale: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:

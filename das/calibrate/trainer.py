@@ -129,9 +129,11 @@ class Objective(nn.Module):
         """The student modules whose outputs the objective reads (none unless a feature term does)."""
         return [p.student.module for p in self.pairs] if self.objective.uses_features else []
 
-    def forward(self, logits: torch.Tensor, student_maps: Sequence[torch.Tensor], batch: CachedBatch) -> LossValues:
+    def forward(self, logits: torch.Tensor, student_maps: Sequence[torch.Tensor], batch: CachedBatch,
+                student: nn.Module | None = None) -> LossValues:
+        """The loss of one batch; ``student`` is read by regularisers of its parameters (``bn_l1``)."""
         t_maps = [batch.teacher_maps[p.teacher.module] for p in self.pairs] if self.objective.uses_features else []
-        return self.objective(logits, batch.labels, batch.teacher_logits, student_maps, t_maps, self.projectors)
+        return self.objective(logits, batch.labels, batch.teacher_logits, student_maps, t_maps, self.projectors, student)
 
 
 @dataclass(frozen=True)
@@ -224,7 +226,7 @@ def train_student(student: nn.Module, cache: TeacherCache, data: PopulationData,
                 batch = _to(batch, device, fmt)
                 with FeatureTap(student, names) as tap:
                     logits = student(batch.images)
-                values = objective(logits, [tap.outputs[n] for n in objective.student_modules], batch)
+                values = objective(logits, [tap.outputs[n] for n in objective.student_modules], batch, student)
                 if not math.isfinite(values.total.item()):
                     diverged = True
                     break

@@ -87,3 +87,20 @@ def test_a_pair_trained_twice_ends_with_the_same_weights(data, teacher, students
     assert first.distilled.final_digest != first.alone.final_digest != first.distilled.init_digest
     for a, b in ((first.distilled, second.distilled), (first.alone, second.alone)):
         assert (a.final_digest, a.acc) == (b.final_digest, b.acc)
+
+
+@pytest.mark.parametrize("distill", [True, False])
+def test_bn_l1_regulariser_reads_the_student_in_both_runs(data, teacher, students, distill) -> None:
+    """Network slimming's L1 on BN scales (issue 13) trains in a population too: weight × Σ|γ| joins the total."""
+    losses = {"ce": 0.5, "kd": {"weight": 0.5, "temperature": 4.0}, "bn_l1": 1e-2}
+    cache = build_teacher_cache(teacher, data, [])
+    student = students[0].build(10)
+    objective = Objective(LossSpec.from_config(losses), [], distill)
+    batch = cache.batch(torch.arange(8), torch.zeros(8, dtype=torch.int64))
+    logits = student(batch.images)
+    got = objective(logits, [], batch, student)
+    gammas = torch.cat([m.weight for m in student.modules()
+                        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm) and m.weight is not None])
+    torch.testing.assert_close(got.terms["bn_l1"], gammas.abs().sum())
+    rest = sum(t.weight * got.terms[t.name] for t in objective.terms if t.name != "bn_l1")
+    torch.testing.assert_close(got.total, rest + 1e-2 * gammas.abs().sum())

@@ -73,6 +73,21 @@ def _hardtanh_min(args: tuple, kwargs: dict) -> Any:
     return args[1] if len(args) > 1 else kwargs.get("min_val", -1.0)
 
 
+def counted_call(func: Any, args: tuple, kwargs: dict) -> tuple[str, torch.Tensor] | None:
+    """``(activation name, its input)`` when a torch call applies a counted activation, else None.
+
+    The one test of "is this an activation" that every TorchFunctionMode of das shares (the
+    patterns read here, PX's rewired forward), so they see exactly the same calls.
+    """
+    name = _FUNCTIONS.get(func)
+    if name is None:
+        return None
+    pre = args[0] if args else kwargs.get("input", kwargs.get("self"))
+    if not isinstance(pre, torch.Tensor) or (name == "hardtanh" and _hardtanh_min(args, kwargs) != 0):
+        return None
+    return name, pre
+
+
 class ActivationWatch(TorchFunctionMode):
     """Calls every listener with the input of each counted activation, before the activation runs.
 
@@ -86,12 +101,10 @@ class ActivationWatch(TorchFunctionMode):
 
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
-        name = _FUNCTIONS.get(func)
-        if name is not None:
-            pre = args[0] if args else kwargs.get("input", kwargs.get("self"))
-            if isinstance(pre, torch.Tensor) and (name != "hardtanh" or _hardtanh_min(args, kwargs) == 0):
-                for listen in self.listeners:
-                    listen(pre)
+        call = counted_call(func, args, kwargs)
+        if call is not None:
+            for listen in self.listeners:
+                listen(call[1])
         # The mode is suspended while this runs, so a module's or a function's inner calls
         # (nn.ReLU → F.relu → torch.relu) are not seen a second time.
         return func(*args, **kwargs)

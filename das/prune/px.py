@@ -105,7 +105,7 @@ from torch.overrides import TorchFunctionMode
 
 from das.errors import DasError
 from das.features import feature_points, logits_point
-from das.proxies.activations import _FUNCTIONS, _hardtanh_min, watch_activations
+from das.proxies.activations import _FUNCTIONS, counted_call, watch_activations
 from das.proxies.context import seeded
 from das.proxies.state import batchnorm_forwards, eval_mode, train_mode
 from das.prune.registry import ScoringInputs, register_saliency
@@ -278,11 +278,10 @@ class _Rewired(TorchFunctionMode):
 
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
-        name = _FUNCTIONS.get(func)
-        if name is not None:
-            pre = args[0] if args else kwargs.get("input", kwargs.get("self"))
-            if isinstance(pre, torch.Tensor) and (name != "hardtanh" or _hardtanh_min(args, kwargs) == 0):
-                return self.rewire(pre, _is_inplace(func, name, args, kwargs))
+        call = counted_call(func, args, kwargs)
+        if call is not None:
+            name, pre = call
+            return self.rewire(pre, _is_inplace(func, name, args, kwargs))
         return func(*args, **kwargs)
 
 

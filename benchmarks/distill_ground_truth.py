@@ -35,11 +35,11 @@ hundreds of student-epochs. resnet_cifar keeps its full space. Images stay 32×3
 checkpoint is trained at 32×32 and scores far lower on 16×16 inputs, so another ``--image-size``
 is refused unless a ``--teacher-checkpoint`` trained at that size is given.
 
-**Recipe** (provisional: the defaults are the ``kd_cosine`` row of ``benchmarks/cifar10_distill.py``,
-whose table will settle the final recipe; if it changes, rerun with the new ``--losses``):
+**Recipe**: train.py's, as ``benchmarks/cifar10_distill.py`` settled it:
 ``--epochs`` 10 at ``--batch-size`` 128, SGD + Nesterov, peak ``--lr`` 0.05 after
 ``--warmup-epochs`` 1, cosine to 0, weight decay 5e-4; distilled objective ½ CE + ½ KD (T = 4) +
-the cosine loss on the final feature maps (scale 1); the run alone trains on CE. As in that
+the cosine loss on the final feature maps (scale 400, DistillModule's ``DEFAULT_LOSSES``); the
+run alone trains on CE. As in that
 table's data module, the training images are augmented (random crop + flip), here as ``--views``
 fixed augmented views per image whose teacher outputs are cached once (the population trainer's
 teacher cache); an epoch shows every image once in one of its views.
@@ -74,6 +74,7 @@ more (3-5 min on the loaded 2-core machine); the sample's mean FLOPs are ~1.1× 
 from __future__ import annotations
 
 import argparse
+import copy
 import inspect
 import json
 import math
@@ -100,6 +101,7 @@ from das.calibrate.trainer import evaluate, weights_digest
 from das.cli import guarded
 from das.data.datamodule import DasDataModule
 from das.data.splits import stratified_split
+from das.distill.module import DEFAULT_LOSSES as MODULE_DEFAULT_LOSSES
 from das.distill.optim import OptimConfig
 from das.errors import DasError
 from das.models import build_model
@@ -117,8 +119,8 @@ BENCHMARK = "distill_ground_truth"
 #: Each population's space arguments: NB201 shrunk for the CPU (see the module docstring), resnet_cifar whole.
 SPACE_ARGS: dict[str, dict[str, Any]] = {"nb201": {"C": 8, "N": 1}, "resnet_cifar": {}}
 
-#: cifar10_distill's kd_cosine row: a convex CE/KD mix (steps the size of the alone run's) + cosine on the final maps.
-DEFAULT_LOSSES = {"ce": 0.5, "kd": {"weight": 0.5, "temperature": 4.0}, "cosine": {"weight": 1.0, "scale": 1.0}}
+#: train.py's recipe (DistillModule's default, settled by benchmarks/cifar10_distill.py): the ground truth measures what a user gets.
+DEFAULT_LOSSES = copy.deepcopy(MODULE_DEFAULT_LOSSES)
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:

@@ -259,8 +259,12 @@ def main(argv: Sequence[str]) -> int:
           f"students train on {sizes['train']} images, validate on {sizes['val']}", flush=True)
 
     def write() -> dict[str, Any]:
-        results = summarise(runs.records, variants, seeds)
-        result = {"benchmark": "cifar10_distill", "complete": all(r["n"] == len(seeds) for r in results.values()),
+        # Every variant the runs file holds, not only this command's: a command that extends the
+        # table must not leave a JSON of its new rows alone (nor without alone's row for the gains).
+        recorded = {r.get("variant") for r in runs.records}
+        shown = [v for v in VARIANTS if v in variants or v in recorded]
+        results = summarise(runs.records, shown, seeds)
+        result = {"benchmark": "cifar10_distill", "complete": all(results[v]["n"] == len(seeds) for v in variants),
                   "teacher": {"spec": args.teacher, "test_acc": teacher["test_acc"]},
                   "baseline": BASELINE, "results": results,
                   "settings": {**identity, "sizes": sizes, "variants": variants, "seeds": seeds, "threads": threads,

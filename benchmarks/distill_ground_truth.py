@@ -38,8 +38,8 @@ is refused unless a ``--teacher-checkpoint`` trained at that size is given.
 **Recipe**: train.py's, as ``benchmarks/cifar10_distill.py`` settled it:
 ``--epochs`` 10 at ``--batch-size`` 128, SGD + Nesterov, peak ``--lr`` 0.05 after
 ``--warmup-epochs`` 1, cosine to 0, weight decay 5e-4; distilled objective ½ CE + ½ KD (T = 4) +
-the cosine loss on the final feature maps (scale 400, DistillModule's ``DEFAULT_LOSSES``); the
-run alone trains on CE. As in that
+the cosine loss on every stage pair (scale 400, averaged over the pairs: DistillModule's
+``DEFAULT_LOSSES`` and ``DEFAULT_FEATURE_PAIRS``); the run alone trains on CE. As in that
 table's data module, the training images are augmented (random crop + flip), here as ``--views``
 fixed augmented views per image whose teacher outputs are cached once (the population trainer's
 teacher cache); an epoch shows every image once in one of its views.
@@ -101,7 +101,7 @@ from das.calibrate.trainer import evaluate, weights_digest
 from das.cli import guarded
 from das.data.datamodule import DasDataModule
 from das.data.splits import stratified_split
-from das.distill.module import DEFAULT_LOSSES as MODULE_DEFAULT_LOSSES
+from das.distill.module import DEFAULT_FEATURE_PAIRS, DEFAULT_LOSSES as MODULE_DEFAULT_LOSSES
 from das.distill.optim import OptimConfig
 from das.errors import DasError
 from das.models import build_model
@@ -144,7 +144,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=0.05, help="peak SGD learning rate (cosine schedule to 0)")
     p.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warmup before the cosine schedule")
     p.add_argument("--losses", default=json.dumps(DEFAULT_LOSSES), help="the distilled objective, YAML/JSON (DistillModule's losses)")
-    p.add_argument("--feature-pairs", default="final", help="final, stages, or a YAML list of [student_module, teacher_module]")
+    p.add_argument("--feature-pairs", default=DEFAULT_FEATURE_PAIRS, help="final, stages, or a YAML list of [student_module, teacher_module]")
     p.add_argument("--augment", default="crop,flip", help="augmentations of the cached training views (comma list; 'none' for none)")
     p.add_argument("--views", type=int, default=10, help="fixed augmented views cached per training image (1 without --augment)")
     p.add_argument("--map-dtype", default="float32", choices=("float32", "float16"), help="storage of the cached teacher maps")

@@ -38,7 +38,7 @@ from das.calibrate.data import PopulationData
 from das.calibrate.teacher_cache import MAP_DTYPES, CachedBatch, TeacherCache
 from das.data.transforms import check_augment
 from das.distill.losses import LossConfig, LossSpec, LossValues
-from das.distill.module import DEFAULT_LOSSES, FeaturePairs, alone_terms, make_pairs, needs_teacher
+from das.distill.module import DEFAULT_FEATURE_PAIRS, DEFAULT_LOSSES, FeaturePairs, alone_terms, make_pairs, needs_teacher
 from das.distill.objective import FEATURE_INPUTS
 from das.distill.objective import Objective as TermsObjective
 from das.distill.optim import OptimConfig, build_optimizer, build_scheduler, param_groups
@@ -58,9 +58,10 @@ class Recipe:
     Attributes:
         epochs: training epochs (each shows every training image once, in one of its views).
         batch_size: images per optimizer step; the last partial batch of an epoch is dropped.
-        losses: the distilled run's objective (DistillModule's ``losses``; default CE 1 + KD 1
-            at T = 4 + cosine 1 on the final maps); the run alone trains on its label terms (ce).
-        feature_pairs: which maps the feature losses compare (DistillModule's ``feature_pairs``).
+        losses: the distilled run's objective (DistillModule's ``losses``; default CE ½ + KD ½
+            at T = 4 + cosine at scale 400); the run alone trains on its label terms (ce).
+        feature_pairs: which maps the feature losses compare (DistillModule's ``feature_pairs``;
+            default every stage pair).
         optim: optimiser and schedule (DistillModule's defaults: SGD, Nesterov, lr 0.05, cosine).
         augment: augmentations of the cached views, from ``crop`` and ``flip``; () for none.
         views: fixed augmented views cached per training image (1 without augmentation).
@@ -70,7 +71,7 @@ class Recipe:
     epochs: int
     batch_size: int = 128
     losses: LossConfig = field(default_factory=lambda: copy.deepcopy(DEFAULT_LOSSES))
-    feature_pairs: FeaturePairs = "final"
+    feature_pairs: FeaturePairs = DEFAULT_FEATURE_PAIRS
     optim: OptimConfig = field(default_factory=OptimConfig)
     augment: tuple[str, ...] = ()
     views: int = 1

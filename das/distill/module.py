@@ -72,6 +72,11 @@ DEFAULT_LOSSES: LossConfig = {"ce": 0.5, "kd": {"weight": 0.5, "temperature": 4.
 #: ``"final"`` (the pre-pool maps), ``"stages"`` (pair_stages), or ``[[student_module, teacher_module], ...]``.
 FeaturePairs = Literal["final", "stages"] | list[tuple[str, str]]
 
+#: The pairing the CIFAR-10 table chose: at scale 400, stage-wise cosine validated at 81.65%
+#: against the final maps' 80.65% (two seeds). A network that declares only its final map gets
+#: that one pair.
+DEFAULT_FEATURE_PAIRS: FeaturePairs = "stages"
+
 #: The inputs a term may read and still train without a teacher.
 LABEL_INPUTS = frozenset({"student_logits", "targets"})
 
@@ -137,9 +142,9 @@ class DistillModule(L.LightningModule):
             ce ½ + kd (weight ½, temperature 4) + cosine (weight 1, scale 400). Without a teacher
             only the label terms (ce) and the regularisers (bn_l1: L1 on the student's
             BatchNorm scales, for network slimming, weight λ e.g. 1e-4) apply.
-        feature_pairs: which feature maps the feature losses compare: ``final`` (the pre-pool
-            maps), ``stages`` (each student stage with the teacher map of the same or nearest
-            reduction), or a list of ``[student_module, teacher_module]`` names of declared
+        feature_pairs: which feature maps the feature losses compare: ``stages`` (default:
+            each student stage with the teacher map of the same or nearest reduction), ``final``
+            (the pre-pool maps only), or a list of ``[student_module, teacher_module]`` names of declared
             feature maps. Feature losses are averaged over the pairs.
         optimizer: ``sgd`` or ``adamw`` (names from ``das.distill.optim.OPTIMIZERS``).
         lr: peak learning rate, reached after any warmup; the schedule runs from it.
@@ -173,7 +178,7 @@ class DistillModule(L.LightningModule):
         teacher_checkpoint: str | None = None,
         num_classes: int = 10,
         losses: LossConfig = DEFAULT_LOSSES,
-        feature_pairs: FeaturePairs = "final",
+        feature_pairs: FeaturePairs = DEFAULT_FEATURE_PAIRS,
         optimizer: str = "sgd",
         lr: float = 0.05,
         momentum: float = 0.9,

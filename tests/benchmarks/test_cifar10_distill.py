@@ -52,6 +52,12 @@ def test_runs_resume_refuse_and_summary(tiny: list[str], tmp_path: Path, monkeyp
     assert cifar10_distill.main(tiny) == 0
     assert runs_path.read_text() == before
 
+    # A command naming fewer variants still summarises every recorded one, with its gain over alone.
+    only_kd = [*tiny[:tiny.index("--variants") + 1], "kd", *tiny[tiny.index("--variants") + 2:]]
+    assert cifar10_distill.main(only_kd) == 0
+    again = json.loads((tmp_path / "res.json").read_text())
+    assert set(again["results"]) == set(VARIANTS) and again["results"]["kd"]["gain_over_alone"] == result["results"]["kd"]["gain_over_alone"]
+
     # Other settings are refused, in one line naming what differs.
     with pytest.raises(DasError, match=r"other settings.*epochs") as err:
         cifar10_distill.main([*tiny, "--epochs", "2"])

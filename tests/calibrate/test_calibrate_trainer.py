@@ -65,7 +65,7 @@ def test_objective_is_distill_modules_loss_on_cached_outputs(data, students, dis
 
 def test_recipe_defaults_are_distill_modules() -> None:
     recipe = Recipe(epochs=1)
-    assert recipe.losses == DEFAULT_LOSSES and recipe.feature_pairs == "final" and recipe.optim == OptimConfig()
+    assert recipe.losses == DEFAULT_LOSSES and recipe.feature_pairs == "stages" and recipe.optim == OptimConfig()
     assert recipe.to_dict()["optim"]["lr"] == 0.05
 
 

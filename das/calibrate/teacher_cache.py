@@ -184,6 +184,7 @@ def build_teacher_cache(
     """
     if map_dtype not in MAP_DTYPES:
         raise DasError(f"map_dtype={map_dtype!r} must be one of {', '.join(MAP_DTYPES)}")
+    modules = list(dict.fromkeys(modules))  # several student stages may read one teacher map: cache it once
     validate_module_names(teacher, modules)
     points = feature_points(teacher, data.normalise(data.train.images[:2]).to(device))
     stack = augmented_views(data.train.images, augment, views, seed)

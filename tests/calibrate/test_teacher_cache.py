@@ -48,6 +48,13 @@ def test_float16_maps_are_within_their_stated_tolerance(data, teacher) -> None:
     torch.testing.assert_close(half.maps["body"].float(), full.maps["body"], rtol=1e-3, atol=1e-3)
 
 
+def test_a_map_several_pairs_read_is_cached_once(data, teacher) -> None:
+    """Stage pairing can send several student stages to one teacher map (a teacher with one map point)."""
+    once = build_teacher_cache(teacher, data, ["body"])
+    thrice = build_teacher_cache(teacher, data, ["body", "body", "body"])
+    assert list(thrice.maps) == ["body"] and torch.equal(thrice.maps["body"], once.maps["body"])
+
+
 def test_an_epoch_shows_each_image_once_in_full_batches(data, teacher) -> None:
     cache = build_teacher_cache(teacher, data, [], augment=("flip",), views=3)
     batches = list(cache.epoch(20, torch.Generator().manual_seed(0)))

@@ -185,7 +185,7 @@ def test_the_pruned_network_distils_from_the_unpruned_one(tmp_path) -> None:
     path = save_pruned(tmp_path / "pruned.pt", slimmed.model, slimmed.spec("resnet20", 10))
     module = DistillModule(student=str(path), teacher="resnet20", teacher_checkpoint=str(tmp_path / "teacher.pt"),
                            input_size=SIZE, losses={"ce": 1.0, "kd": 1.0, "cosine": 1.0, "bn_l1": 1e-4})
-    assert module.pairs[0].describe() == "layer3 (32 ch, /4) -> layer3 (64 ch, /4)"
+    assert len(module.pairs) == 3 and module.pairs[-1].describe() == "layer3 (32 ch, /4) -> layer3 (64 ch, /4)"  # stage pairs
     trainer = L.Trainer(max_steps=2, default_root_dir=tmp_path, logger=False, enable_progress_bar=False,
                         enable_model_summary=False, limit_val_batches=1, accelerator="cpu")
     trainer.fit(module, datamodule=DasDataModule(dataset="digits", image_size=8, batch_size=16, augment=[]))

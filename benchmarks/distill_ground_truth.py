@@ -31,10 +31,10 @@ CIFAR-10 from ``shared/data/cifar10``: a seeded stratified ``--train-images`` su
 tests only); teacher ``resnet56`` with ``teachers/cifar10_resnet56.th``, its test accuracy in the
 summary. NB201 students are built at ``{C: 8, N: 1}`` by default: the benchmark's C=16, N=5 cells
 took 1.3-2.5 s per batch of 128 on 2 cores (1×1 convolutions are slow on the CPU), out of reach for
-hundreds of student-epochs. resnet_cifar keeps its full space. The committed figures are at
+hundreds of student-epochs. resnet_cifar keeps its full space. The ground truth runs at
 16×16 (``--image-size 16``, a quarter of the 32×32 cost; NAS-Bench-201's ImageNet16-120 is 16×16)
 with the ResNet-56 fine-tuned at that size by ``benchmarks/finetune_teacher.py``
-(``benchmarks/results/teachers/cifar10_resnet56_16px.pt``; its accuracy at both sizes in the JSON
+(it writes ``benchmarks/results/teachers/cifar10_resnet56_16px.pt``, not committed; run it first; its accuracy at both sizes in the JSON
 beside it). The public checkpoint is trained at 32×32 and scores far lower on 16×16 inputs, so
 another ``--image-size`` than 32 is refused unless a ``--teacher-checkpoint`` trained at that
 size is given.

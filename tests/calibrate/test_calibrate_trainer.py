@@ -104,3 +104,11 @@ def test_bn_l1_regulariser_reads_the_student_in_both_runs(data, teacher, student
     torch.testing.assert_close(got.terms["bn_l1"], gammas.abs().sum())
     rest = sum(t.weight * got.terms[t.name] for t in objective.terms if t.name != "bn_l1")
     torch.testing.assert_close(got.total, rest + 1e-2 * gammas.abs().sum())
+
+
+def test_a_population_run_trains_with_bn_l1(data, teacher, students, recipe) -> None:
+    """train_pair hands the student to the objective: without it bn_l1 has no scales to read and the run fails."""
+    slimming = Recipe(epochs=1, batch_size=16, losses={"ce": 0.5, "kd": {"weight": 0.5, "temperature": 4.0}, "bn_l1": 1e-4})
+    cache = build_teacher_cache(teacher, data, [])
+    result = train_pair(students[0].build(10), cache, data, slimming, seed=0)
+    assert not result.distilled.diverged and not result.alone.diverged

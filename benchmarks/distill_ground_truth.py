@@ -91,7 +91,7 @@ import sys
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -159,6 +159,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--noise-students", type=int, default=8, help="students rerun with each further seed")
     p.add_argument("--fidelity-students", type=int, default=0, help="students rerun with --long-factor × the epochs (0: none)")
     p.add_argument("--long-factor", type=int, default=3, help="how many times longer the fidelity runs train")
+    p.add_argument("--only", default=None, metavar="A:B",
+                   help="train only positions A..B-1 of the ground-truth order, no other stage (a slice of the population, e.g. for a recipe check)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 on a shared machine: OpenMP threads wait on each other)")
     p.add_argument("--device", default="cpu", help="where students train (figures are bit-reproducible on the CPU)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -171,6 +173,17 @@ def parse_yaml(text: str, flag: str) -> Any:
         return yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise DasError(f"{flag} {text!r} is not YAML/JSON ({' '.join(str(err).split())})") from None
+
+
+def parse_slice(text: str, n: int) -> tuple[int, int]:
+    """``A:B`` -> (A, B) with 0 <= A < B <= n."""
+    try:
+        start, stop = (int(part) for part in text.split(":"))
+    except ValueError:
+        raise DasError(f"--only {text!r} must be two positions A:B such as 6:14") from None
+    if not 0 <= start < stop <= n:
+        raise DasError(f"--only {text!r} must satisfy 0 <= A < B <= {n} (the students sampled)")
+    return start, stop
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -491,6 +504,9 @@ def main(argv: Sequence[str]) -> int:
     keys = [s["key"] for s in sample]
     specs = {s["key"]: ArchSpec.from_dict(s["spec"]) for s in sample}
     stages = plan(out, keys, seeds, args.epochs, args.noise_students if len(seeds) > 1 else 0, args.fidelity_students, args.long_factor)
+    if args.only is not None:
+        start, stop = parse_slice(args.only, len(keys))
+        stages = [replace(stages[0], students=stages[0].students[start:stop])]
 
     previous = json.loads(out.read_text()).get("teacher") if out.is_file() else None
     teacher = teacher_accuracy(args, data, previous)

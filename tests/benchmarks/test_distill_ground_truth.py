@@ -140,3 +140,16 @@ def test_smaller_images_need_a_teacher_trained_for_them(tiny: list[str]) -> None
     with pytest.raises(DasError, match=r"--image-size 16 needs a --teacher-checkpoint") as err:
         gt.main([*args, "--population", "nb201", "--image-size", "16"])
     assert "\n" not in str(err.value)
+
+
+def test_only_trains_a_slice_of_the_order(tiny: list[str], tmp_path: Path) -> None:
+    out = tmp_path / "gt_slice.json"
+    assert gt.main([*tiny, "--population", "nb201", "--only", "1:3", "--seeds", "0,1", "--noise-students", "2", "--out", str(out)]) == 0
+    order = [json.loads(line)["arch"] for line in (tmp_path / "gt_slice.jsonl").read_text().splitlines()[1:]]
+    sample = json.loads((tmp_path / "gt_slice.students.json").read_text())["students"]
+    expected = [sample[i]["arch"] for i in gt.spread_order(len(sample))[1:3]]
+    assert order == expected and not (tmp_path / "gt_slice.seed1.jsonl").exists()  # the noise stage is not run
+    for bad in ("3:1", "0:4", "x"):
+        with pytest.raises(DasError, match=r"--only") as err:
+            gt.main([*tiny, "--population", "nb201", "--only", bad, "--out", str(out)])
+        assert "\n" not in str(err.value)

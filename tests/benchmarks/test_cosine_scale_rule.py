@@ -1,0 +1,45 @@
+"""benchmarks/cosine_scale_rule.py: the pre-registered max-min rule on constructed gains."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks import cosine_scale_rule as rule
+from das.errors import DasError
+
+
+def regimes(*gains_per_regime: tuple[float, float, float]) -> dict[str, dict[int, dict[str, float]]]:
+    return {f"R{i}": {s: {"gain": g} for s, g in zip(rule.SCALES, gains)} for i, gains in enumerate(gains_per_regime)}
+
+
+def test_the_best_worst_case_wins_not_the_best_mean() -> None:
+    # scale 400 has the best mean (+3.0) but costs the second regime 4 points; scale 1 never costs
+    decision = rule.decide(regimes((3.0, 6.0, 10.0), (1.0, 0.0, -4.0)), tie=0.25)
+    assert decision["chosen_scale"] == 1 and decision["worst_case_gain"][400] == -4.0
+
+
+def test_worst_cases_within_the_tie_go_to_the_higher_mean() -> None:
+    decision = rule.decide(regimes((3.0, 6.0, 10.0), (1.0, 0.9, -4.0)), tie=0.25)
+    assert decision["contenders"] == [1, 25] and decision["chosen_scale"] == 25
+
+
+def write_run(path: Path, gains: dict[str, float]) -> None:
+    path.write_text("\n".join([json.dumps({"settings": {}}), *(json.dumps({"key": k, "gain": g}) for k, g in gains.items())]) + "\n")
+
+
+def test_population_gains_count_only_students_trained_at_every_scale(tmp_path: Path) -> None:
+    write_run(tmp_path / "p_s1.jsonl", {"a": 1.0, "b": 3.0, "c": 100.0})
+    write_run(tmp_path / "p_s25.jsonl", {"a": 0.0, "b": 2.0})
+    write_run(tmp_path / "p_s400.jsonl", {"b": -1.0, "a": -3.0})
+    gains = rule.population_gains(tmp_path, "p_s{scale}.jsonl")
+    assert [gains[s]["gain"] for s in rule.SCALES] == [2.0, 1.0, -2.0] and gains[1]["n"] == 2
+
+
+def test_a_missing_run_fails_in_one_line(tmp_path: Path) -> None:
+    write_run(tmp_path / "p_s1.jsonl", {"a": 1.0})
+    with pytest.raises(DasError, match="p_s25.jsonl is missing") as err:
+        rule.population_gains(tmp_path, "p_s{scale}.jsonl")
+    assert "\n" not in str(err.value)

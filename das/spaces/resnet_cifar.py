@@ -49,6 +49,7 @@ from torch import nn
 from das.errors import DasError
 from das.spaces import register_space
 from das.spaces.base import SearchSpace
+from das.spaces.choices import distinct_positive
 from das.spec import ArchSpec
 from teachers.cifar_resnet import BasicBlock, CifarResNet
 
@@ -99,8 +100,8 @@ class ResNetCifarSpace(SearchSpace):
     def __init__(self, C: int = 16, depths: Sequence[int] = DEPTHS, multipliers: Sequence[float] = MULTIPLIERS) -> None:
         if isinstance(C, bool) or not isinstance(C, int) or C < 1:
             raise DasError(f"resnet_cifar C must be a positive integer, got {C!r} (ResNet-20 uses C=16)")
-        self.depths = _choices("depths", depths, int, DEPTHS)
-        self.multipliers = _choices("multipliers", multipliers, float, MULTIPLIERS)
+        self.depths = distinct_positive("resnet_cifar", "depths", depths, int, DEPTHS)
+        self.multipliers = distinct_positive("resnet_cifar", "multipliers", multipliers, float, MULTIPLIERS)
         self.C = C
         super().__init__(C=C, depths=self.depths, multipliers=self.multipliers)
 
@@ -153,17 +154,6 @@ class ResNetCifarSpace(SearchSpace):
         blocks = _per_stage("blocks", choices["blocks"], self.depths)
         width = _per_stage("width", choices["width"], self.multipliers)
         return tuple(int(b) for b in blocks), tuple(float(m) for m in width)
-
-
-def _choices(key: str, values: Sequence[Any], kind: type, default: tuple) -> tuple:
-    ok = isinstance(values, Sequence) and not isinstance(values, str) and len(values) > 0
-    ok = ok and all(isinstance(v, numbers.Real) and not isinstance(v, bool) and v > 0 for v in values)
-    if kind is int:
-        ok = ok and all(isinstance(v, numbers.Integral) for v in values)
-    if not ok or len(set(values)) != len(values):
-        what = "positive integers" if kind is int else "positive numbers"
-        raise DasError(f"resnet_cifar {key} must be a list of distinct {what}, got {values!r} (default {list(default)})")
-    return tuple(sorted(kind(v) for v in values))
 
 
 def _per_stage(key: str, values: Any, accepted: tuple) -> tuple:

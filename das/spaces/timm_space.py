@@ -45,6 +45,7 @@ from torch import nn
 from das.errors import DasError, close_matches_hint
 from das.spaces import register_space
 from das.spaces.base import SearchSpace
+from das.spaces.choices import distinct_positive
 from das.spec import ArchSpec
 from teachers.tracing import DeclaredPoints
 
@@ -122,12 +123,12 @@ class TimmSpace(SearchSpace):
         self.model = self._check_model(family, DEFAULT_MODEL[family] if model is None else model)
         self.model_args = _model_args(model_args)
         if family == "resnet":
-            self.depths = _choices("depths", RESNET_DEPTHS if depths is None else depths, int)
-            self.widths = _choices("widths", RESNET_WIDTHS if widths is None else widths, int)
+            self.depths = distinct_positive("timm space", "depths", RESNET_DEPTHS if depths is None else depths, int)
+            self.widths = distinct_positive("timm space", "widths", RESNET_WIDTHS if widths is None else widths, int)
             lists = {"depths": self.depths, "widths": self.widths}
         else:
-            self.channel_multipliers = _choices("channel_multipliers", CHANNEL_MULTIPLIERS if channel_multipliers is None else channel_multipliers, float)
-            self.depth_multipliers = _choices("depth_multipliers", DEPTH_MULTIPLIERS if depth_multipliers is None else depth_multipliers, float)
+            self.channel_multipliers = distinct_positive("timm space", "channel_multipliers", CHANNEL_MULTIPLIERS if channel_multipliers is None else channel_multipliers, float)
+            self.depth_multipliers = distinct_positive("timm space", "depth_multipliers", DEPTH_MULTIPLIERS if depth_multipliers is None else depth_multipliers, float)
             lists = {"channel_multipliers": self.channel_multipliers, "depth_multipliers": self.depth_multipliers}
         # model_args as JSON text: a spec's space_args must stay flat to hash and round-trip.
         super().__init__(family=family, model=self.model, **lists, model_args=json.dumps(self.model_args, sort_keys=True))
@@ -275,17 +276,6 @@ class TimmSpace(SearchSpace):
         _check_member("channel_multiplier", choices["channel_multiplier"], self.channel_multipliers, choices["channel_multiplier"])
         _check_member("depth_multiplier", choices["depth_multiplier"], self.depth_multipliers, choices["depth_multiplier"])
         return {key: float(choices[key]) for key in ("channel_multiplier", "depth_multiplier")}
-
-
-def _choices(key: str, values: Any, kind: type) -> tuple:
-    ok = isinstance(values, Sequence) and not isinstance(values, str) and len(values) > 0
-    ok = ok and all(isinstance(v, numbers.Real) and not isinstance(v, bool) and v > 0 for v in values)
-    if kind is int:
-        ok = ok and all(isinstance(v, numbers.Integral) for v in values)
-    if not ok or len(set(values)) != len(values):
-        what = "positive integers" if kind is int else "positive numbers"
-        raise DasError(f"timm space {key} must be a list of distinct {what}, got {values!r}")
-    return tuple(sorted(kind(v) for v in values))
 
 
 def _check_member(key: str, value: Any, accepted: tuple, shown: Any) -> None:

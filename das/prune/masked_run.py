@@ -21,8 +21,7 @@ import lightning as L
 import torch
 
 from das.data import probe_batches
-from das.distill.command import _test_batches, teacher_accuracy
-from das.distill.fit import fit_and_test
+from das.distill.command import teacher_accuracy
 from das.distill.module import DistillModule
 from das.prune.at_init import prune_at_init
 from das.prune.config import PruneConfig
@@ -30,7 +29,7 @@ from das.prune.masks import apply_masks, remove_masks
 from das.prune.registry import SALIENCIES
 from das.prune.runfiles import RunFiles
 from das.prune.sizes import density_section, masked_size
-from das.prune.steps import export, test_accuracy
+from das.prune.steps import export, test_accuracy, train_recorded
 from teachers.checkpoint import load_checkpoint
 
 if TYPE_CHECKING:  # the command imports this module
@@ -51,12 +50,7 @@ def run_at_init(cli: PruneCLI, cfg: PruneConfig, files: RunFiles, settings: dict
     # Seeded here, so a run resumed before its first epoch ended draws what the uninterrupted one drew
     # (PX and SNIP may draw from the global generator; a resumed fit restores the checkpoint's).
     L.seed_everything(cli.config.seed_everything, verbose=False)
-    started = time.perf_counter()
-    after = fit_and_test(module, data, trainer, ckpt_path=cli.resume)
-    results["test_acc"]["after_training"] = after
-    results["test_images"] = min(len(data.subset("test")), _test_batches(trainer) * data.hparams.batch_size)
-    results["epochs"] = trainer.max_epochs
-    results["train_seconds"] = round(time.perf_counter() - started, 1)
+    after = train_recorded(module, data, trainer, results, cli.resume)
     if module.teacher is not None:
         results["test_acc"]["teacher"] = teacher_accuracy(module, data, trainer)
     density = density_section(module.student)  # from the masks still applied: what was trained

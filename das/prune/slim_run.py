@@ -22,14 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 import lightning as L
 
-from das.distill.command import _test_batches
 from das.distill.fit import export_student, fit_and_test
 from das.distill.module import DistillModule
 from das.models import build_model
 from das.prune.config import PruneConfig
 from das.prune.runfiles import RunFiles
 from das.prune.slim import save_pruned, slim
-from das.prune.steps import derived_module, export, test_accuracy
+from das.prune.steps import derived_module, export, test_accuracy, train_recorded
 from das.spec import ArchSpec
 from teachers.checkpoint import load_checkpoint
 
@@ -59,12 +58,7 @@ def run_slim(cli: PruneCLI, cfg: PruneConfig, files: RunFiles, settings: dict[st
         cli.model, student=str(files.pruned), student_spec=None,
         teacher=spec if cfg.distills else None, teacher_checkpoint=unpruned_file if cfg.distills else None,
     )
-    started = time.perf_counter()
-    after = fit_and_test(module, data, trainer, ckpt_path=cli.resume)
-    results["test_acc"]["after_training"] = after
-    results["test_images"] = min(len(data.subset("test")), _test_batches(trainer) * data.hparams.batch_size)
-    results["epochs"] = trainer.max_epochs
-    results["train_seconds"] = round(time.perf_counter() - started, 1)
+    after = train_recorded(module, data, trainer, results, cli.resume)
     written = export(module, files.student, data, test_acc=after, pruned=str(files.pruned))
     results["paths"].update(student=str(files.student), onnx=str(written[1]) if len(written) > 1 else None)
     results["complete"] = True

@@ -1,9 +1,10 @@
 """Steps both modes of prune.py share: accuracy on the Trainer's test batches, a module built from the
-configured one with some arguments changed, and the export of the trained student."""
+configured one with some arguments changed, the recorded training, and the export of the trained student."""
 
 from __future__ import annotations
 
 import inspect
+import time
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,8 @@ import torch
 from torch import nn
 
 from das.data import DasDataModule
-from das.distill.command import save_student
+from das.distill.command import _test_batches, save_student
+from das.distill.fit import fit_and_test
 from das.distill.module import DistillModule
 from das.evaluate import top1_accuracy
 
@@ -49,6 +51,17 @@ def derived_module(module: DistillModule, **changes: Any) -> DistillModule:
     accepted = inspect.signature(DistillModule.__init__).parameters  # LightningCLI adds private keys to hparams
     args = {k: v for k, v in module.hparams.items() if k in accepted}
     return DistillModule(**{**args, **changes})
+
+
+def train_recorded(module: DistillModule, data: DasDataModule, trainer: L.Trainer, results: dict[str, Any], ckpt_path: str | None) -> float:
+    """Fit and test; record the accuracy after training, the test images, epochs and seconds in ``results``."""
+    started = time.perf_counter()
+    after = fit_and_test(module, data, trainer, ckpt_path=ckpt_path)
+    results["test_acc"]["after_training"] = after
+    results["test_images"] = min(len(data.subset("test")), _test_batches(trainer) * data.hparams.batch_size)
+    results["epochs"] = trainer.max_epochs
+    results["train_seconds"] = round(time.perf_counter() - started, 1)
+    return after
 
 
 def export(module: DistillModule, path: Path, data: DasDataModule, **info: Any) -> list[Path]:

@@ -24,6 +24,14 @@ def split(n: int, seed: int) -> ImageSplit:
 
 
 @pytest.fixture(autouse=True)
+def _no_cache_from_another_test(monkeypatch) -> None:
+    """Each test builds its own teacher cache (the population module keeps the last one)."""
+    from das.calibrate import population
+
+    monkeypatch.setattr(population, "_last_cache", None)
+
+
+@pytest.fixture(autouse=True)
 def _one_thread(one_thread) -> None:
     """Every test here on one thread (the fixture is in tests/conftest.py)."""
 

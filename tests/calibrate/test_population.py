@@ -84,3 +84,16 @@ def test_a_file_that_is_not_a_results_file_is_refused(tmp_path, data, teacher, s
     path.write_text("hello\n")
     with pytest.raises(DasError, match="not a results file"):
         run(students[:1], teacher, data, recipe, path)
+
+
+def test_the_teacher_cache_is_reused_only_for_the_same_teacher_data_and_views(tmp_path, data, teacher, students, recipe) -> None:
+    lines: list[str] = []
+    train = lambda path, **kw: train_population(students[:1], teacher, data, recipe, tmp_path / path, progress=False,  # noqa: E731
+                                                log=lines.append, **kw)
+    first = train("a.jsonl")
+    second = train("b.jsonl")  # a second results file, same teacher, data and views: the cache is not built again
+    assert [(r["distilled_acc"], r["alone_acc"]) for r in first] == [(r["distilled_acc"], r["alone_acc"]) for r in second]
+    train("c.jsonl", seed=1)  # other views: built again
+    teacher.fc.bias.data += 1  # other teacher weights: built again
+    train("d.jsonl")
+    assert ["reused" in line for line in lines] == [False, True, False, False]

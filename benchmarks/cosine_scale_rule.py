@@ -12,7 +12,9 @@ go to the one with the highest mean gain over the regimes. Regimes:
 
 R2 and R3 are ``distill_ground_truth.py`` results files, one per scale, in ``--checks``
 (``nb201_fresh_s<S>.jsonl``, ``resnet_cifar_s<S>.jsonl``). Only the students present at every
-scale of a regime count, so a partial run compares like with like. Writes ``--out`` (JSON).
+scale run in a regime count, so a partial run compares like with like. A scale not yet run in a
+regime can only lower that scale's worst case: it is decided without the run when it cannot
+reach the winner's worst case, and the script refuses to decide when it could. Writes ``--out`` (JSON).
 
     python benchmarks/cosine_scale_rule.py
 """
@@ -53,29 +55,48 @@ def r1_gains(table: Path) -> dict[int, dict[str, Any]]:
 
 
 def population_gains(checks: Path, pattern: str) -> dict[int, dict[str, Any]]:
-    """Each scale's mean gain over the students trained at every scale."""
+    """Each scale's mean gain over the students trained at every scale run so far; a scale not run is left out."""
     runs: dict[int, dict[str, float]] = {}
     for scale in SCALES:
         path = checks / pattern.format(scale=scale)
-        if not path.is_file():
-            raise DasError(f"{path} is missing: run the recipe check (README, 'The rule for the default cosine scale') first")
-        lines = path.read_text().splitlines()[1:]
-        runs[scale] = {r["key"]: r["gain"] for r in map(json.loads, lines)}
-    common = set.intersection(*(set(r) for r in runs.values()))
-    if not common:
-        raise DasError(f"no student of {checks / pattern} was trained at every scale {list(SCALES)}")
-    return {s: {"gain": statistics.fmean(runs[s][k] for k in common), "n": len(common),
-                "per_student": sorted(runs[s][k] for k in common)} for s in SCALES}
+        if path.is_file() and (lines := path.read_text().splitlines()[1:]):  # a file with no student yet is not a run
+            runs[scale] = {r["key"]: r["gain"] for r in map(json.loads, lines)}
+    if not runs:
+        raise DasError(f"no {checks / pattern} exists: run the recipe check (README, 'The rule for the default cosine scale') first")
+    students = max((set(r) for r in runs.values()), key=len)  # the regime's students: the fullest run's
+    full = {s: r for s, r in runs.items() if students <= set(r)}  # a run missing any of them is partial: left out, shown apart
+    if not full:
+        raise DasError(f"no run of {checks / pattern} holds every student of the fullest one")
+    gains: dict[int, dict[str, Any]] = {s: {"gain": statistics.fmean(r[k] for k in students), "n": len(students),
+                                            "per_student": sorted(r[k] for k in students)} for s, r in full.items()}
+    for s, r in runs.items():
+        if s not in full:
+            gains.setdefault("partial", {})[s] = {"gain": statistics.fmean(r.values()), "n": len(r), "per_student": sorted(r.values())}
+    return gains
 
 
 def decide(regimes: dict[str, dict[int, dict[str, Any]]], tie: float) -> dict[str, Any]:
-    """The rule: highest lowest-regime gain; within ``tie`` of it, highest mean gain."""
-    worst = {s: min(r[s]["gain"] for r in regimes.values()) for s in SCALES}
-    mean = {s: statistics.fmean(r[s]["gain"] for r in regimes.values()) for s in SCALES}
-    best_worst = max(worst.values())
-    contenders = [s for s in SCALES if worst[s] >= best_worst - tie]
+    """The rule: highest lowest-regime gain; within ``tie`` of it, highest mean gain.
+
+    A scale missing from a regime can only lower that scale's worst case, so it is decided
+    without the run when its known worst case is already more than ``tie`` below a complete
+    scale's; otherwise the run is needed and the call fails saying which.
+    """
+    regimes = {n: {s: v for s, v in r.items() if s != "partial"} for n, r in regimes.items()}
+    complete = [s for s in SCALES if all(s in r for r in regimes.values())]
+    if not complete:
+        raise DasError("no scale was run in every regime: run the recipe check first")
+    worst = {s: min(r[s]["gain"] for r in regimes.values() if s in r) for s in SCALES}
+    best_worst = max(worst[s] for s in complete)
+    undecided = [s for s in SCALES if s not in complete and worst[s] >= best_worst - tie]
+    if undecided:
+        missing = sorted(n for n in regimes for s in undecided if s not in regimes[n])
+        raise DasError(f"scale(s) {undecided} could still win: their runs in {missing} are needed")
+    contenders = [s for s in complete if worst[s] >= best_worst - tie]
+    mean = {s: statistics.fmean(r[s]["gain"] for r in regimes.values()) for s in complete}
     chosen = max(contenders, key=lambda s: mean[s])
-    return {"worst_case_gain": worst, "mean_gain": mean, "contenders": contenders, "chosen_scale": chosen}
+    return {"worst_case_gain": worst, "worst_case_is_a_bound": [s for s in SCALES if s not in complete], "mean_gain": mean,
+            "contenders": contenders, "chosen_scale": chosen}
 
 
 def main(argv: Sequence[str]) -> int:
@@ -88,9 +109,13 @@ def main(argv: Sequence[str]) -> int:
     regimes = {"R1 resnet20 32px (2 seeds)": r1_gains(Path(args.table))}
     regimes |= {name: population_gains(Path(args.checks), pattern) for name, pattern in POPULATION_FILES.items()}
     decision = decide(regimes, args.tie)
-    rows = [[name, *(f"{r[s]['gain']:+.2f}" for s in SCALES), str(r[SCALES[0]]["n"])] for name, r in regimes.items()]
-    rows += [["worst case", *(f"{decision['worst_case_gain'][s]:+.2f}" for s in SCALES), ""],
-             ["mean", *(f"{decision['mean_gain'][s]:+.2f}" for s in SCALES), ""]]
+    shown = lambda d, s: f"{d[s]:+.2f}" if s in d else "not run"  # noqa: E731
+    rows = [[name, *(shown({k: v["gain"] for k, v in r.items() if k != "partial"}, s) for s in SCALES), str(next(iter(r.values()))["n"])]
+            for name, r in regimes.items()]
+    rows += [[f"  {name}: partial run", *(f"{r['partial'][s]['gain']:+.2f} (n={r['partial'][s]['n']})" if s in r["partial"] else "" for s in SCALES), ""]
+             for name, r in regimes.items() if "partial" in r]
+    rows += [["worst case (≤ where a run is missing)", *(shown(decision["worst_case_gain"], s) for s in SCALES), ""],
+             ["mean", *(shown(decision["mean_gain"], s) for s in SCALES), ""]]
     print_table(["regime (mean gain, points)", *(f"scale {s}" for s in SCALES), "n"], rows)
     print(f"default cosine scale by the rule: {decision['chosen_scale']} (contenders within {args.tie}: {decision['contenders']})")
     write_json(Path(args.out), {"benchmark": "cosine_scale_rule", "rule": __doc__.split("\n\n")[1], "tie": args.tie,

@@ -39,10 +39,10 @@ beside it). The public checkpoint is trained at 32×32 and scores far lower on 1
 another ``--image-size`` than 32 is refused unless a ``--teacher-checkpoint`` trained at that
 size is given.
 
-**Recipe**: train.py's, as ``benchmarks/cifar10_distill.py`` settled it:
+**Recipe**: train.py's (the scale by the rule of ``benchmarks/cosine_scale_rule.py``):
 ``--epochs`` 10 at ``--batch-size`` 128, SGD + Nesterov, peak ``--lr`` 0.05 after
 ``--warmup-epochs`` 1, cosine to 0, weight decay 5e-4; distilled objective ½ CE + ½ KD (T = 4) +
-the cosine loss on every stage pair (scale 400, averaged over the pairs: DistillModule's
+the cosine loss on every stage pair (scale 1, averaged over the pairs: DistillModule's
 ``DEFAULT_LOSSES`` and ``DEFAULT_FEATURE_PAIRS``); the run alone trains on CE. As in that
 table's data module, the training images are augmented (random crop + flip), here as ``--views``
 fixed augmented views per image whose teacher outputs are cached once (the population trainer's
@@ -246,7 +246,8 @@ def load_or_sample(path: Path, space: SearchSpace, settings: dict[str, Any], num
     """The sample in ``path`` when it was drawn with ``settings``; else drawn now and written there."""
     if path.is_file():
         saved = json.loads(path.read_text())
-        mine, theirs = flatten(settings), flatten(saved.get("settings", {}))
+        mine = flatten(json.loads(json.dumps(settings)))  # as it was written: tuples (a space's choice lists) read back as lists
+        theirs = flatten(saved.get("settings", {}))
         if changed := sorted(k for k in set(mine) | set(theirs) if mine.get(k, "<absent>") != theirs.get(k, "<absent>")):
             diff = "; ".join(f"{k}: file {theirs.get(k, '<absent>')!r}, now {mine.get(k, '<absent>')!r}" for k in changed)
             raise DasError(f"{path} holds a sample drawn with other settings ({diff}); rerun with those settings or choose another --out")

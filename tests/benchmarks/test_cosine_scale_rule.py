@@ -38,8 +38,22 @@ def test_population_gains_count_only_students_trained_at_every_scale(tmp_path: P
     assert [gains[s]["gain"] for s in rule.SCALES] == [2.0, 1.0, -2.0] and gains[1]["n"] == 2
 
 
-def test_a_missing_run_fails_in_one_line(tmp_path: Path) -> None:
-    write_run(tmp_path / "p_s1.jsonl", {"a": 1.0})
-    with pytest.raises(DasError, match="p_s25.jsonl is missing") as err:
-        rule.population_gains(tmp_path, "p_s{scale}.jsonl")
+def test_a_missing_run_is_needed_only_when_it_could_change_the_winner() -> None:
+    # scale 400 not run in R0: its R1 gain (-4) already puts it out of reach, so scale 1 wins without it
+    partial = regimes((3.0, 6.0, 10.0), (1.0, 0.0, -4.0))
+    del partial["R0"][400]
+    decision = rule.decide(partial, tie=0.25)
+    assert decision["chosen_scale"] == 1 and decision["worst_case_is_a_bound"] == [400]
+    # scale 25 not run in R1 while its R0 gain (6) could still make it the winner: refused in one line
+    partial = regimes((3.0, 6.0, 10.0), (1.0, 0.0, -4.0))
+    del partial["R1"][25]
+    with pytest.raises(DasError, match=r"scale\(s\) \[25\] could still win: their runs in \['R1'\]") as err:
+        rule.decide(partial, tie=0.25)
     assert "\n" not in str(err.value)
+
+
+def test_a_missing_file_is_left_out_and_no_file_fails(tmp_path: Path) -> None:
+    write_run(tmp_path / "p_s1.jsonl", {"a": 1.0})
+    assert list(rule.population_gains(tmp_path, "p_s{scale}.jsonl")) == [1]
+    with pytest.raises(DasError, match="no .*q_s"):
+        rule.population_gains(tmp_path, "q_s{scale}.jsonl")

@@ -125,13 +125,16 @@ def test_nb201_population_resumes_and_adds_noise_and_fidelity(tiny: list[str], t
     assert "\n" not in str(err.value)
 
 
-def test_resnet_cifar_population(tiny: list[str], tmp_path: Path) -> None:
+def test_resnet_cifar_population_and_its_rerun(tiny: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = tmp_path / "gt_resnet.json"
     assert gt.main([*tiny, "--population", "resnet_cifar", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["trained"] == 3 and all(s["spec"]["space"] == "resnet_cifar" for s in result["students"])
     params = [s["params"] for s in result["students"]]
     assert params == sorted(params) and params[0] < params[-1]
+    # A rerun reads its sample back (the space's choice lists are tuples in memory, lists on disk) and trains nothing.
+    forbid_training(monkeypatch)
+    assert gt.main([*tiny, "--population", "resnet_cifar", "--out", str(out)]) == 0
 
 
 def test_smaller_images_need_a_teacher_trained_for_them(tiny: list[str]) -> None:

@@ -59,7 +59,7 @@ class Recipe:
         epochs: training epochs (each shows every training image once, in one of its views).
         batch_size: images per optimizer step; the last partial batch of an epoch is dropped.
         losses: the distilled run's objective (DistillModule's ``losses``; default CE ½ + KD ½
-            at T = 4 + cosine at scale 400); the run alone trains on its label terms (ce).
+            at T = 4 + cosine at scale 1); the run alone trains on its label terms (ce).
         feature_pairs: which maps the feature losses compare (DistillModule's ``feature_pairs``;
             default every stage pair).
         optim: optimiser and schedule (DistillModule's defaults: SGD, Nesterov, lr 0.05, cosine).

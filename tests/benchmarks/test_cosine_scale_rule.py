@@ -30,12 +30,13 @@ def write_run(path: Path, gains: dict[str, float]) -> None:
     path.write_text("\n".join([json.dumps({"settings": {}}), *(json.dumps({"key": k, "gain": g}) for k, g in gains.items())]) + "\n")
 
 
-def test_population_gains_count_only_students_trained_at_every_scale(tmp_path: Path) -> None:
-    write_run(tmp_path / "p_s1.jsonl", {"a": 1.0, "b": 3.0, "c": 100.0})
-    write_run(tmp_path / "p_s25.jsonl", {"a": 0.0, "b": 2.0})
-    write_run(tmp_path / "p_s400.jsonl", {"b": -1.0, "a": -3.0})
+def test_a_run_missing_students_is_partial_and_left_out_of_the_rule(tmp_path: Path) -> None:
+    write_run(tmp_path / "p_s1.jsonl", {"a": 1.0, "b": 3.0})
+    write_run(tmp_path / "p_s25.jsonl", {"b": 2.0, "a": 0.0})
+    write_run(tmp_path / "p_s400.jsonl", {"a": -3.0})  # stopped after one student
     gains = rule.population_gains(tmp_path, "p_s{scale}.jsonl")
-    assert [gains[s]["gain"] for s in rule.SCALES] == [2.0, 1.0, -2.0] and gains[1]["n"] == 2
+    assert (gains[1]["gain"], gains[25]["gain"], gains[1]["n"]) == (2.0, 1.0, 2) and 400 not in gains
+    assert gains["partial"][400] == {"gain": -3.0, "n": 1, "per_student": [-3.0]}
 
 
 def test_a_missing_run_is_needed_only_when_it_could_change_the_winner() -> None:

@@ -531,7 +531,7 @@ def main(argv: Sequence[str]) -> int:
     def run(stage: Stage, keys: list[str]) -> None:
         print(f"{stage.name}: {len(keys)} students, seed {stage.seed}, {stage.epochs} epochs -> {stage.path}", flush=True)
         train_population([specs[k] for k in keys], args.teacher, data, recipe(stage.epochs), stage.path, seed=stage.seed,
-                         teacher_checkpoint=args.teacher_checkpoint, device=args.device, progress=not args.no_progress)
+                         teacher_checkpoint=args.teacher_checkpoint, device=args.device, progress=not args.no_progress, keep_cache=True)
 
     try:
         if (note := estimate(stages, len(data.train))) is None:

@@ -70,6 +70,7 @@ def train_population(
     channels_last: bool = True,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    keep_cache: bool = False,
 ) -> list[dict[str, Any]]:
     """Train every student distilled and alone; append each record to ``results_path`` as it finishes.
 
@@ -87,6 +88,8 @@ def train_population(
             convolutional students); part of the settings because it changes rounding.
         progress: show a progress bar (students done, ETA).
         log: where the one-line notes go (the teacher cache's size and cost).
+        keep_cache: keep the teacher cache in memory after returning, for a next call with the same
+            teacher, data and views (a benchmark timing one student before the rest); off, it is freed.
 
     Returns:
         One record per distinct student of ``archs``, in order: ``key``, ``arch``, ``spec``,
@@ -102,7 +105,7 @@ def train_population(
     results = ResultsFile(results_path, population_settings(teacher_name, teacher, data, recipe, seed, channels_last))
     todo = [k for k in students if results.find(key=k) is None]
     if todo:
-        cache = _teacher_cache(teacher, data, recipe, seed, device, log)
+        cache = _teacher_cache(teacher, data, recipe, seed, device, log, keep_cache)
         with tqdm(total=len(students), initial=len(students) - len(todo), desc="population", unit="student", disable=not progress) as bar:
             for key in todo:
                 results.add(_train_one(students[key], key, cache, data, recipe, seed, device, channels_last))
@@ -111,13 +114,13 @@ def train_population(
     return [results.find(key=k) for k in students]
 
 
-#: The last teacher cache built in this process, with what it was built from: a second call with the
-#: same teacher, data and views (a benchmark measuring one student first, then the rest) reuses it.
+#: The last teacher cache kept (``keep_cache``) in this process, with what it was built from: a next call
+#: with the same teacher, data and views reuses it.
 _last_cache: tuple[tuple, TeacherCache] | None = None
 
 
 def _teacher_cache(teacher: nn.Module, data: PopulationData, recipe: Recipe, seed: int, device: torch.device | str,
-                   log: Callable[[str], None]) -> TeacherCache:
+                   log: Callable[[str], None], keep: bool) -> TeacherCache:
     """The teacher's outputs over every training view: built once, or the last build when it is the same."""
     global _last_cache
     example = data.normalise(data.train.images[:2])
@@ -131,7 +134,8 @@ def _teacher_cache(teacher: nn.Module, data: PopulationData, recipe: Recipe, see
     cache = build_teacher_cache(teacher.to(device), data, modules, recipe.augment, recipe.views, seed, recipe.map_dtype, device=device)
     log(f"teacher cache: {len(cache)} images × {cache.num_views} view(s), logits + {modules or 'no maps'}, "
         f"{cache.nbytes / 1e6:.1f} MB, built in {time.perf_counter() - started:.1f} s")
-    _last_cache = (identity, cache)
+    if keep:
+        _last_cache = (identity, cache)
     return cache
 
 

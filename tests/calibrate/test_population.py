@@ -89,7 +89,10 @@ def test_a_file_that_is_not_a_results_file_is_refused(tmp_path, data, teacher, s
 def test_the_teacher_cache_is_reused_only_for_the_same_teacher_data_and_views(tmp_path, data, teacher, students, recipe) -> None:
     lines: list[str] = []
     train = lambda path, **kw: train_population(students[:1], teacher, data, recipe, tmp_path / path, progress=False,  # noqa: E731
-                                                log=lines.append, **kw)
+                                                log=lines.append, keep_cache=True, **kw)
+    train_population(students[:1], teacher, data, recipe, tmp_path / "freed.jsonl", progress=False, log=lines.append)
+    assert population_module._last_cache is None  # not kept unless asked: a calibration frees it before its search
+    lines.clear()
     first = train("a.jsonl")
     second = train("b.jsonl")  # a second results file, same teacher, data and views: the cache is not built again
     assert [(r["distilled_acc"], r["alone_acc"]) for r in first] == [(r["distilled_acc"], r["alone_acc"]) for r in second]

@@ -42,8 +42,13 @@ class ToySpace(SearchSpace):
 
 def search_args(run_dir, ckpt: str, trials: int, space: SpaceConfig | None = None, budget: dict | None = None,
                 **study: Any) -> dict[str, Any]:
-    """run_search's arguments for a search of seconds: 8×8 digits, NB201 at C=2, N=1 unless told."""
-    study = {"probe_batch_size": 16, "sampler": "random", "report": [], **study}
+    """run_search's arguments for a search of seconds: 8×8 digits, NB201 at C=2, N=1, DisWOT unless told.
+
+    DisWOT, not the code's default objective: these tests are about the search's machinery with
+    a teacher-aware objective (tests/search/test_search.py runs the default).
+    """
+    single = {} if "objectives" in study else {"objective": "diswot"}
+    study = {"probe_batch_size": 16, "sampler": "random", "report": [], **single, **study}
     return dict(
         run_dir=run_dir,
         data=DasDataModule(dataset="digits", image_size=8, batch_size=16, augment=[]),

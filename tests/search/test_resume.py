@@ -38,7 +38,7 @@ def tiny(run_dir, ckpt, trials, data=None, **study):
         teacher=TeacherConfig(spec="tests.tinynets:TinyNet", checkpoint=ckpt),
         space=SpaceConfig(name="nb201", args={"C": 4, "N": 1}),
         budget=BudgetConfig(),
-        study=StudyConfig(trials=trials, probe_batch_size=16, sampler="random", **study),
+        study=StudyConfig(trials=trials, probe_batch_size=16, sampler="random", **({} if "objectives" in study else {"objective": "diswot"}), **study),
         device="cpu",
         log=lambda *_: None,
     )

@@ -21,7 +21,7 @@ def tiny(tmp_path, trials: int, **budget):
         teacher=TeacherConfig(spec="tests.tinynets:TinyNet", epochs=1),
         space=SpaceConfig(name="nb201", args={"C": 4, "N": 1}),
         budget=BudgetConfig(**budget),
-        study=StudyConfig(trials=trials, probe_batch_size=16, sampler="random"),
+        study=StudyConfig(trials=trials, probe_batch_size=16, sampler="random", objective="diswot"),
         device="cpu",
         log=lambda *_: None,
     )
@@ -47,6 +47,17 @@ def test_search_writes_results_and_resumes(tmp_path) -> None:
 
     again = run_search(**tiny(tmp_path, 5))  # same study: only two more trials
     assert again["scored"] == 5
+
+
+def test_the_default_objective_ranks_by_az_progressivity_and_reports_diswot(tmp_path) -> None:
+    args = tiny(tmp_path, 3)
+    args["study"] = StudyConfig(trials=3, probe_batch_size=16, sampler="random")  # the code's defaults
+    summary = run_search(**args)
+    rows = list(csv.DictReader((tmp_path / "leaderboard.csv").open()))
+    assert {"az_progressivity", "diswot", "diswot_relation", "diswot_semantic"} <= set(rows[0])
+    scores = [float(r["az_progressivity"]) for r in rows]
+    assert scores == sorted(scores, reverse=True) and len(set(scores)) > 1
+    assert summary["objective"] == "az_progressivity"
 
 
 def test_budget_below_the_smallest_candidate_is_refused(tmp_path) -> None:

@@ -61,7 +61,7 @@ def inputs(tmp_path: Path) -> dict:
                 "train_file": str(npz), "data_seed": 0, "image_size": 8, "population": "nb201"}
     summary = write_summary(tmp_path / "gt.json", students, settings)
     return {"summary": summary, "npz": npz, "students": students, "settings": settings, "out": tmp_path / "proxies.json",
-            "argv": ["--ground-truth", str(summary), "--data", str(npz), "--batch-size", "8", "--threads", "1",
+            "argv": ["--ground-truth", str(summary), "--data", str(npz), "--batch-size", "8", "--threads", "1", "--bootstrap", "50",
                      "--out", str(tmp_path / "proxies.json")]}
 
 
@@ -181,7 +181,7 @@ def test_every_registered_proxy_scores_the_resnet_population(tmp_path: Path, inp
                  "distilled_acc": a, "alone_acc": a - 1.0, "gain": 1.0} for s, a in zip(specs, [50.0, 58.0, 55.0, 57.0])]
     summary = write_summary(tmp_path / "gt_resnet.json", students, {**inputs["settings"], "space_args": space_args}, "resnet_cifar")
     out = tmp_path / "resnet.json"
-    assert gtp.main(["--ground-truth", str(summary), "--data", str(inputs["npz"]), "--batch-size", "8", "--out", str(out)]) == 0
+    assert gtp.main(["--ground-truth", str(summary), "--data", str(inputs["npz"]), "--batch-size", "8", "--bootstrap", "20", "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["population"] == "resnet_cifar" and len(read_scores(out.with_suffix(".scores.csv"))) == 4
     for name, r in result["results"].items():
@@ -219,3 +219,24 @@ def test_bad_inputs_fail_in_one_line(inputs: dict, tmp_path: Path, capsys) -> No
     assert guarded(gtp.main, [*inputs["argv"], "--batch-size", "0"]) == 1
     assert "--batch-size 0 must be at least 1" in capsys.readouterr().err
     assert not inputs["out"].exists()
+
+
+def test_the_fast_bootstrap_criterion_is_the_reported_one() -> None:
+    rng = np.random.default_rng(1)
+    size = rng.integers(10, 60, 40).astype(float)  # repeated sizes: ties inside budgets
+    acc, x = rng.normal(50, 2, 40).round(1), rng.normal(0, 1, 40)
+    x[3] = math.nan  # a failed score is left out by both
+    budget_list = gtp.budgets(size)
+    slow = gtp.in_budget_correlation(x, size, acc, budget_list)["mean"]
+    assert gtp._fast_criterion(x, size, acc, budget_list) == pytest.approx(slow, abs=1e-12)
+
+
+def test_the_margin_over_params_is_zero_for_params_and_positive_for_the_truth() -> None:
+    rng = np.random.default_rng(2)
+    size = rng.permutation(np.arange(100, 132)).astype(float)
+    acc = 0.05 * size + rng.normal(0, 1, 32)  # size explains part of it
+    budget_list = gtp.budgets(size)
+    same = gtp.margin_over_params(size, size, acc, budget_list, resamples=200)
+    assert same["margin"] == 0 and same["ci95"] == [0.0, 0.0] and same["share_above_zero"] == 0
+    oracle = gtp.margin_over_params(acc, size, acc, budget_list, resamples=200)
+    assert oracle["margin"] > 0.2 and oracle["ci95"][0] > 0 and oracle["share_above_zero"] == 1

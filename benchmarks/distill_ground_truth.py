@@ -51,7 +51,9 @@ teacher cache); an epoch shows every image once in one of its views.
 **Soundness studies**: ``--seeds 0,1`` reruns ``--noise-students`` of the sample with seed 1 (the
 seed of each student's initial weights, batch order and views); ``--fidelity-students N`` reruns N
 students with ``--long-factor``× the epochs. Both subsets are evenly spaced over the
-parameter-sorted sample (the first N would be the N smallest). A results file refuses other
+parameter-sorted sample (the first N would be the N smallest). ``--fidelity-first`` trains the
+fidelity subset at both lengths before anything else, so a new protocol that fails the check
+costs a quarter of a population, not all of it. A results file refuses other
 settings, so each (seed, epochs) has its own file beside ``OUT``:
 
     OUT.jsonl              every student, first seed, --epochs (the ground truth)
@@ -159,6 +161,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--noise-students", type=int, default=8, help="students rerun with each further seed")
     p.add_argument("--fidelity-students", type=int, default=0, help="students rerun with --long-factor × the epochs (0: none)")
     p.add_argument("--long-factor", type=int, default=3, help="how many times longer the fidelity runs train")
+    p.add_argument("--fidelity-first", action="store_true",
+                   help="train the fidelity subset short and long before the rest, so a new protocol's fidelity is known early")
     p.add_argument("--only", default=None, metavar="A:B",
                    help="train only positions A..B-1 of the ground-truth order, no other stage (a slice of the population, e.g. for a recipe check)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 on a shared machine: OpenMP threads wait on each other)")
@@ -338,6 +342,20 @@ def plan(out: Path, keys: list[str], seeds: list[int], epochs: int, noise: int, 
     return stages
 
 
+def fidelity_first(stages: list[Stage]) -> list[Stage]:
+    """The fidelity subset's short runs and its long runs first, then every stage as planned.
+
+    A lengthened protocol is worth training whole only if it passes the fidelity check, so that
+    check comes first; the ground-truth stage then skips the students it already holds.
+    """
+    fidelity = [s for s in stages if s.name == "fidelity"]
+    if not fidelity:
+        raise DasError("--fidelity-first needs --fidelity-students N (N >= 1): there is no fidelity subset to train first")
+    subset = set(fidelity[0].students)
+    short = replace(stages[0], students=[k for k in stages[0].students if k in subset])
+    return [short, fidelity[0], *[s for s in stages if s.name != "fidelity"]]
+
+
 def read_results(path: Path) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     """A results file's settings and records (a cut last line skipped), without checking the settings."""
     if not path.is_file():
@@ -508,6 +526,8 @@ def main(argv: Sequence[str]) -> int:
     if args.only is not None:
         start, stop = parse_slice(args.only, len(keys))
         stages = [replace(stages[0], students=stages[0].students[start:stop])]
+    elif args.fidelity_first:
+        stages = fidelity_first(stages)
 
     previous = json.loads(out.read_text()).get("teacher") if out.is_file() else None
     teacher = teacher_accuracy(args, data, previous)

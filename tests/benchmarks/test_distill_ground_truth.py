@@ -156,3 +156,23 @@ def test_only_trains_a_slice_of_the_order(tiny: list[str], tmp_path: Path) -> No
         with pytest.raises(DasError, match=r"--only") as err:
             gt.main([*tiny, "--population", "nb201", "--only", bad, "--out", str(out)])
         assert "\n" not in str(err.value)
+
+
+def test_fidelity_first_trains_the_fidelity_subset_short_and_long_before_the_rest(tiny: list[str], tmp_path: Path,
+                                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "gt_ff.json"
+    trained: list[tuple[int, int]] = []  # (epochs, params) of every pair trained, in order
+    real = population_module.train_pair
+
+    def record(student, cache, data, recipe, *args, **kwargs):
+        trained.append((recipe.epochs, sum(p.numel() for p in student.parameters())))
+        return real(student, cache, data, recipe, *args, **kwargs)
+
+    monkeypatch.setattr(population_module, "train_pair", record)
+    assert gt.main([*tiny, "--population", "nb201", "--fidelity-students", "2", "--long-factor", "2", "--fidelity-first", "--out", str(out)]) == 0
+    fid = [json.loads(line)["params"] for line in (tmp_path / "gt_ff.epochs2.jsonl").read_text().splitlines()[1:]]
+    assert len(fid) == 2 and [e for e, _ in trained[:4]] == [1, 1, 2, 2] and sorted(p for _, p in trained[:4]) == sorted(fid * 2)
+    assert len(trained) == 5 and trained[4][0] == 1 and trained[4][1] not in fid  # then the third student, once, short
+    assert json.loads(out.read_text())["fidelity"][0]["n"] == 2
+    with pytest.raises(DasError, match="--fidelity-first needs --fidelity-students"):
+        gt.main([*tiny, "--population", "nb201", "--fidelity-first", "--out", str(tmp_path / "x.json")])

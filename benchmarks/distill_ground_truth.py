@@ -53,8 +53,10 @@ seed of each student's initial weights, batch order and views); ``--fidelity-stu
 students with ``--long-factor``× the epochs. Both subsets are evenly spaced over the
 parameter-sorted sample (the first N would be the N smallest). ``--fidelity-first`` trains the
 fidelity subset at both lengths before anything else, so a new protocol that fails the check
-costs a quarter of a population, not all of it. A results file refuses other
-settings, so each (seed, epochs) has its own file beside ``OUT``:
+costs a quarter of a population, not all of it. ``--stages`` runs only the named stages, so
+two single-thread processes can share the two cores: one the long fidelity runs, the other the
+ground truth and noise runs (a last run without ``--stages`` writes the whole summary). A
+results file refuses other settings, so each (seed, epochs) has its own file beside ``OUT``:
 
     OUT.jsonl              every student, first seed, --epochs (the ground truth)
     OUT.seed<S>.jsonl      the noise subset at seed S, --epochs
@@ -165,6 +167,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                    help="train the fidelity subset short and long before the rest, so a new protocol's fidelity is known early")
     p.add_argument("--only", default=None, metavar="A:B",
                    help="train only positions A..B-1 of the ground-truth order, no other stage (a slice of the population, e.g. for a recipe check)")
+    p.add_argument("--stages", default=None, metavar="NAMES",
+                   help="comma list of the stages to run (ground_truth, noise, fidelity; default all): two processes may split a "
+                        "protocol's stages, each writes its own results files")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 on a shared machine: OpenMP threads wait on each other)")
     p.add_argument("--device", default="cpu", help="where students train (figures are bit-reproducible on the CPU)")
     p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
@@ -188,6 +193,16 @@ def parse_slice(text: str, n: int) -> tuple[int, int]:
     if not 0 <= start < stop <= n:
         raise DasError(f"--only {text!r} must satisfy 0 <= A < B <= {n} (the students sampled)")
     return start, stop
+
+
+STAGE_NAMES = ("ground_truth", "noise", "fidelity")
+
+
+def parse_stages(text: str) -> set[str]:
+    names = {t.strip() for t in text.split(",") if t.strip()}
+    if not names or not names <= set(STAGE_NAMES):
+        raise DasError(f"--stages {text!r} must be a comma list of {', '.join(STAGE_NAMES)}")
+    return names
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -475,6 +490,9 @@ def main(argv: Sequence[str]) -> int:
     args = parse_args(argv)
     wall = time.perf_counter()
     seeds = parse_seeds(args.seeds)
+    wanted = None if args.stages is None else parse_stages(args.stages)
+    if wanted is not None and args.only is not None:
+        raise DasError("--stages and --only do not combine: --only already runs a slice of the ground-truth stage alone")
     for key in ("students", "train_images", "epochs", "batch_size", "views", "long_factor"):
         if getattr(args, key) < 1:
             raise DasError(f"--{key.replace('_', '-')} {getattr(args, key)} must be at least 1")
@@ -528,6 +546,10 @@ def main(argv: Sequence[str]) -> int:
         stages = [replace(stages[0], students=stages[0].students[start:stop])]
     elif args.fidelity_first:
         stages = fidelity_first(stages)
+    if wanted is not None:
+        stages = [s for s in stages if s.name in wanted]
+        if not stages:
+            raise DasError(f"--stages {args.stages!r} names no stage this command plans (add --seeds 0,1 for noise, --fidelity-students N for fidelity)")
 
     previous = json.loads(out.read_text()).get("teacher") if out.is_file() else None
     teacher = teacher_accuracy(args, data, previous)

@@ -176,3 +176,19 @@ def test_fidelity_first_trains_the_fidelity_subset_short_and_long_before_the_res
     assert json.loads(out.read_text())["fidelity"][0]["n"] == 2
     with pytest.raises(DasError, match="--fidelity-first needs --fidelity-students"):
         gt.main([*tiny, "--population", "nb201", "--fidelity-first", "--out", str(tmp_path / "x.json")])
+
+
+def test_stages_runs_only_the_named_stages(tiny: list[str], tmp_path: Path) -> None:
+    out = tmp_path / "gt_st.json"
+    args = [*tiny, "--population", "nb201", "--seeds", "0,1", "--noise-students", "1", "--fidelity-students", "1",
+            "--long-factor", "2", "--out", str(out)]
+    assert gt.main([*args, "--stages", "fidelity"]) == 0
+    assert (tmp_path / "gt_st.epochs2.jsonl").exists()
+    assert not (tmp_path / "gt_st.jsonl").exists() and not (tmp_path / "gt_st.seed1.jsonl").exists()
+    assert gt.main([*args, "--stages", "ground_truth,noise"]) == 0
+    summary = json.loads(out.read_text())
+    assert summary["trained"] == 3 and summary["fidelity"][0]["n"] == 1 and summary["seed_noise"]["per_seed"][0]["n"] == 1
+    for bad, match in ((["--stages", "long"], "--stages 'long' must be"), (["--stages", "fidelity", "--only", "0:1"], "do not combine")):
+        with pytest.raises(DasError, match=match) as err:
+            gt.main([*args, *bad])
+        assert "\n" not in str(err.value)

@@ -49,15 +49,15 @@ def test_search_writes_results_and_resumes(tmp_path) -> None:
     assert again["scored"] == 5
 
 
-def test_the_default_objective_ranks_by_az_progressivity_and_reports_diswot(tmp_path) -> None:
+def test_the_default_objective_ranks_by_meco_and_reports_diswot(tmp_path) -> None:
     args = tiny(tmp_path, 3)
     args["study"] = StudyConfig(trials=3, probe_batch_size=16, sampler="random")  # the code's defaults
     summary = run_search(**args)
     rows = list(csv.DictReader((tmp_path / "leaderboard.csv").open()))
-    assert {"az_progressivity", "diswot", "diswot_relation", "diswot_semantic"} <= set(rows[0])
-    scores = [float(r["az_progressivity"]) for r in rows]
+    assert {"meco", "diswot", "diswot_relation", "diswot_semantic"} <= set(rows[0])
+    scores = [float(r["meco"]) for r in rows]
     assert scores == sorted(scores, reverse=True) and len(set(scores)) > 1
-    assert summary["objective"] == "az_progressivity"
+    assert summary["objective"] == "meco"
 
 
 def test_budget_below_the_smallest_candidate_is_refused(tmp_path) -> None:

@@ -26,6 +26,8 @@ is somewhat slower than the 50% one), about 1.2 h on 2 idle cores (scaled by the
 ResNet-20's step under that load and idle, README). ``--sparse-epochs N`` adds N epochs of
 ResNet-56 training (~8 s a step under that load). Cut it with ``--epochs``, ``--train-images``,
 ``--variants`` or ``--ratios``; ``--accelerator gpu`` runs it on a GPU.
+Measured (2026-12-03, one thread beside another one-thread benchmark): the four runs took
+330–1,007 s each, about 40 min in all.
 
 Without sparse training the checkpoint's γ are not sparse, so cutting is costly: in that timed run
 the 50% network (``ratio`` 0.5 removes half of the channel *groups'* entries; a residual group

@@ -31,8 +31,8 @@ run ~48 min, PX's 100 rounds ~8.5 min × 3, SynFlow's ~1 min × 3. On 2 idle cor
 ResNet-20 step is 0.53 s there, about 4.5× faster) that is about 3 h. Cut it with ``--epochs``,
 ``--train-images``, ``--methods``, ``--densities`` or ``--rounds``; ``--accelerator gpu`` runs it
 on a GPU.
-Measured (2026-12-03, the defaults as two one-thread processes splitting ``--methods`` over the
-2 idle cores, same ``--out``): 1.7 h of wall time, 7.5–10.9 min a run, PX's rounds ~140 s.
+Measured (2026-12-03, the defaults as one-thread processes splitting ``--methods``, sharing the
+2 cores with other one-thread benchmarks, same ``--out``): 1.7 h of wall time, 7.5–10.9 min a run, PX's rounds ~140 s.
 
 Each finished (method, density, seed) is appended at once to ``OUT.runs.jsonl`` (first line: the
 settings); rerunning the command skips finished runs and refuses a file written with other

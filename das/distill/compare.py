@@ -1,6 +1,6 @@
 """Is the distilled student really worse than the same student trained alone?
 
-Both students are tested on the same n held-out images. Rule (documented in the README): the
+Both students are tested on the same n held-out images. Rule (documented in docs/guide.md): the
 gap between two accuracies p1, p2 measured on n test images has a binomial standard error of
 sqrt(p(1 − p) · 2 / n), with p their mean; a difference within two standard errors
 (``seed_noise``, about a 95% band) is what another seed or another test sample could give, so

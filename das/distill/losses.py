@@ -251,7 +251,7 @@ def _cosine(student_projected: torch.Tensor, teacher_features: torch.Tensor, *, 
     on it), it sets the balance between matching features and matching outputs; in a
     :class:`LossSpec` the term's weight multiplies it again. Written bare (``cosine: 1.0``) the
     scale is 1, as in train.py's default recipe; 400 gained most on ResNet-56 → ResNet-20 but cost
-    small NB201 cells (README: "What the scale does", "The rule for the default cosine scale").
+    small NB201 cells (docs/guide.md: "Distillation"; docs/decisions.md: "The default cosine scale").
     """
     _check_channels("cosine loss", student_projected, teacher_features)
     return cosine_feature_loss(student_projected, teacher_features.detach(), scale)

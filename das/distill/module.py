@@ -66,7 +66,7 @@ class NonFiniteLoss(DasError, FloatingPointError):
 
 #: CE ½ + Hinton KD ½ at T = 4 (a weighted average, so distilling steps like training alone) + the
 #: cosine loss at scale 1: the scale with the best worst-case gain over three regimes by a rule fixed
-#: before its runs (README: "The rule for the default cosine scale"). Scale 400 gained most on
+#: before its runs (docs/decisions.md: "The default cosine scale"). Scale 400 gained most on
 #: ResNet-56 → ResNet-20 (+9.8 points) but cost small NB201 cells 4 points; 1 never cost.
 DEFAULT_LOSSES: LossConfig = {"ce": 0.5, "kd": {"weight": 0.5, "temperature": 4.0}, "cosine": {"weight": 1.0, "scale": 1.0}}
 
@@ -92,7 +92,7 @@ def alone_terms(spec: LossSpec) -> list[LossTerm]:
 
     Why scaled: KD's gradient is about the size of CE's (the T² factor, Hinton et al. 2015), so a
     distilled run on ce ½ + kd ½ steps like ce 1, and a baseline on ce ½ alone would train at half
-    its step size and lose for that reason only (README: "Why KD first lost"). The label terms
+    its step size and lose for that reason only (docs/decisions.md: "The distillation recipe"). The label terms
     therefore share the total weight of the logit terms (label terms and kd; feature terms aside):
     ce ½ + kd ½ trains alone on ce 1, ce 1 + kd 1 on ce 2, ce 1 (+ any feature loss) on ce 1.
     Regularisers (``bn_l1``) are kept as they are: their weight is a penalty's strength (the λ
@@ -167,7 +167,7 @@ class DistillModule(L.LightningModule):
             declare none.
         channels_last: run the student and teacher, and feed 4-D batches, in the channels-last
             memory format: the same maths (outputs equal to float rounding), faster convolutions
-            (README: "Speed"); false keeps PyTorch's default layout.
+            (docs/results.md: "Speed"); false keeps PyTorch's default layout.
         student_spec: filled in automatically (for a student of a search space) so a
             checkpoint rebuilds its student without the JSON file, leaderboard or study; leave unset.
     """

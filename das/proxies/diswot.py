@@ -22,7 +22,7 @@ biases 0, norm layers weight 1 bias 0, read in train mode); das does the same by
 statistics are what it learnt.
 
 Deliberate differences from the authors' code, each a case their code leaves undefined or a
-choice made for a search (README, "How a student is scored"):
+choice made for a search (docs/reference.md, "DisWOT details"):
 - widths: the authors' semantic term needs equal classifier widths. When the teacher's C_t and
   the student's C_s differ, the wider gradient is average-pooled over groups of adjacent
   channels to the narrower width (``F.adaptive_avg_pool1d``) before the outer products. Equal

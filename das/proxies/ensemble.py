@@ -18,7 +18,7 @@ same rule is :func:`das.report.ranking.log_rank_ensemble` (AZ-NAS's protocol).
 
 The members are :data:`ENSEMBLE_MEMBERS`, fixed once: AZ-NAS's four complementary terms plus
 MeCo (feature correlation on real data) and ZiCo (gradient consistency across batches), the two
-newer single proxies with the strongest published NAS-Bench-201 figures (the README gives the
+newer single proxies with the strongest published NAS-Bench-201 figures (docs/decisions.md gives the
 reasoning and the check on a disjoint sample). Nothing is fitted and no accuracy enters the score.
 """
 
@@ -37,7 +37,7 @@ from das.errors import DasError
 from das.proxies.base import PROXIES, register_proxy
 from das.proxies.context import ScoringContext
 
-#: The members, fixed once (see the README's "ensemble" section for how and why).
+#: The members, fixed once (see docs/decisions.md, "The ensemble members", for how and why).
 ENSEMBLE_MEMBERS: tuple[str, ...] = ("meco", "zico", "az_expressivity", "az_progressivity", "az_trainability", "az_complexity")
 
 

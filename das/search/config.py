@@ -76,8 +76,8 @@ class StudyConfig:
             until this many are scored. A resampled or isomorphic architecture reuses its score
             and an over-budget one is rejected unscored: neither uses up a trial.
         objective: the proxy maximised. The default, meco, is the one the distillation
-            ground truth chose by a rule fixed in advance (README, "Does das pick students that
-            distil well?"); it failed on the ResNet population, so calibrate on your own space.
+            ground truth chose by a rule fixed in advance (docs/decisions.md); it failed on the
+            ResNet population (docs/results.md), so calibrate on your own space.
         objectives: instead of ``objective``, several to trade off, e.g. [ensemble, params]:
             every proxy is maximised except the size terms params and flops, which are
             minimised here; the non-dominated candidates are written to RUN_DIR/pareto.json.

@@ -64,7 +64,7 @@ from das.report.provenance import code_version, machine_info, now_iso, set_threa
 
 # The logit terms, fixed for the table: a convex mix (weights summing to 1, Hinton et al.'s weighted
 # average) so that adding KD does not double the step size: with ce 1 + kd 1 the distilled runs
-# took twice the alone run's steps and lost the first epochs to it (README: "Why KD first lost").
+# took twice the alone run's steps and lost the first epochs to it (docs/decisions.md: "The distillation recipe").
 LOGIT_TERMS = {"ce": 0.5, "kd": {"weight": 0.5, "temperature": 4.0}}
 
 
@@ -86,7 +86,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "kd_cosine_s100": {"losses": {**LOGIT_TERMS, **cosine(100.0)}},
     # Added after seed 0 still rose at 100 (79.57): where does it stop?
     "kd_cosine_s400": {"losses": {**LOGIT_TERMS, **cosine(400.0)}},
-    # Stage-wise against final maps at the scale the sweep picked (README: the rule, fixed before these ran).
+    # Stage-wise against final maps at the scale the sweep picked (docs/decisions.md: the rule, fixed before these ran).
     "kd_stage_cosine_s400": {"losses": {**LOGIT_TERMS, **cosine(400.0)}, "feature_pairs": "stages"},
 }
 BASELINE = "alone"

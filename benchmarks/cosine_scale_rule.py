@@ -1,6 +1,6 @@
 """Apply the pre-registered rule for the default cosine scale to the runs that decide it.
 
-The rule (README, "The rule for the default cosine scale", fixed before these runs): the default
+The rule (docs/decisions.md, "The default cosine scale", fixed before these runs): the default
 is the candidate scale whose *lowest* regime gain is highest, a regime's gain being the mean over
 its students of distilled − alone accuracy (points); candidates within ``--tie`` points of that
 go to the one with the highest mean gain over the regimes. Regimes:
@@ -62,7 +62,7 @@ def population_gains(checks: Path, pattern: str) -> dict[int, dict[str, Any]]:
         if path.is_file() and (lines := path.read_text().splitlines()[1:]):  # a file with no student yet is not a run
             runs[scale] = {r["key"]: r["gain"] for r in map(json.loads, lines)}
     if not runs:
-        raise DasError(f"no {checks / pattern} exists: run the recipe check (README, 'The rule for the default cosine scale') first")
+        raise DasError(f"no {checks / pattern} exists: run the recipe check (docs/decisions.md, 'The default cosine scale') first")
     students = max((set(r) for r in runs.values()), key=len)  # the regime's students: the fullest run's
     full = {s: r for s, r in runs.items() if students <= set(r)}  # a run missing any of them is partial: left out, shown apart
     if not full:

@@ -5,7 +5,7 @@ population of students distilled from a ResNet-56 teacher and alone; this script
 trained student at its initialisation with every registered zero-cost proxy and with the DisWOT
 variants of ``benchmarks/diswot_variants.py``, and asks of every score what NB201's stand-alone
 accuracies could not: does it rank students by their accuracy *after distillation*? DisWOT claims
-to; the ensemble is the proxy with the stand-alone evidence behind it (README, "Measured on
+to; the ensemble is the proxy with the stand-alone evidence behind it (docs/results.md, "Proxies on
 NAS-Bench-201"); ``params`` is the baseline every score must beat.
 
 **Scoring** (as the NB201 benchmarks score, on the ground truth's own data and teacher): seeded
@@ -26,7 +26,7 @@ The ``params`` row is the summary's parameter count, the same count as the ``par
 **Correlations**, over the trained students, for every score: Spearman ρ and Kendall τ with
 the distilled accuracy, with the gain (distilled − alone) and with the accuracy alone; what the
 score knows beyond size: the partial ρ with distilled accuracy given log params and the mean ρ
-inside params quartiles; and the criterion the README fixed for choosing the default objective
+inside params quartiles; and the criterion docs/decisions.md fixed for choosing the default objective
 before any figure: the mean over the three budgets below of the Spearman ρ with distilled
 accuracy among the students within the budget (``in_budget_vs_distilled_acc``), with how sure
 its lead over ``params`` is (``in_budget_margin_over_params``: a ``--bootstrap`` over the students,
@@ -228,7 +228,7 @@ def score_columns(rows: Sequence[ScoredArch], students: Sequence[Student], proxi
         out["ensemble"] = {"kind": "ensemble", "members": list(ENSEMBLE_MEMBERS), "population": f"the {len(rows)} trained students",
                            "values": log_rank_ensemble([r.values for r in rows], ENSEMBLE_MEMBERS).tolist(),
                            "failures": {"archs_with_a_failed_member": failed}}
-    if "ensemble" in proxies and "diswot" in proxies:  # the one combination declared in the README before any figure
+    if "ensemble" in proxies and "diswot" in proxies:  # the one combination declared (docs/decisions.md) before any figure
         members = (*ENSEMBLE_MEMBERS, "diswot")
         out[COMBINATION] = {"kind": "combination", "members": list(members), "population": f"the {len(rows)} trained students",
                             "values": log_rank_ensemble([r.values for r in rows], members).tolist(),
@@ -260,7 +260,7 @@ def in_budget_correlation(values: Sequence[float], params: Sequence[float], dist
                           budget_list: Sequence[float]) -> dict[str, Any]:
     """Spearman ρ with distilled accuracy among the students within each budget, and its mean over the budgets.
 
-    The selection criterion fixed in the README before any figure: what a budgeted search ranks
+    The selection criterion fixed (docs/decisions.md) before any figure: what a budgeted search ranks
     is everything it may pick, so a score is judged on the in-budget students, size included.
     """
     per_budget = []

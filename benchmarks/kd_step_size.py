@@ -10,7 +10,7 @@ training accuracy over the last 20 steps every 20 steps, for
 
 If CE + KD at learning rate η trains like CE alone at 2η, and CE + KD at η/2 like CE at η, the
 loss is not wrong: its summed weights double the gradient, and the early steps are too large.
-The README ("Why KD first lost") gives the figures of one run of each.
+docs/results.md ("Distillation on CIFAR-10") gives the figures of one run of each.
 
     python benchmarks/kd_step_size.py ce --lr 0.1
     python benchmarks/kd_step_size.py ce --lr 0.2

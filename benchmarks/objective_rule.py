@@ -1,6 +1,6 @@
 """Apply the pre-registered rule for the default search objective: choose on S, report on C.
 
-The rule (README, "Fixed before any ground-truth figure existed"): on the selection population S
+The rule (docs/decisions.md, "Populations S and C, and the objective rule"): on the selection population S
 (NB201) only, every score ``ground_truth_proxies.py`` reports is a candidate (registered proxies,
 the ensemble, the declared ``ensemble+diswot`` combination, the DisWOT variants, and ``params``
 itself); its criterion is the mean over the three parameter budgets of the Spearman ρ between

@@ -27,7 +27,7 @@ masked (the difference is within that load's noise: a direct interleaved timing 
 pass over the 10,000 test images 50 s, a PX round on 128 images 5.1 s, a SynFlow round 0.53 s.
 The defaults (10,000 images × 15 epochs = 1,170 steps a run; 13 runs: 4 methods × 3 densities +
 dense; one seed) therefore take about 13 h under that load: 12 masked runs × ~62 min, the dense
-run ~48 min, PX's 100 rounds ~8.5 min × 3, SynFlow's ~1 min × 3. On 2 idle cores (README: a
+run ~48 min, PX's 100 rounds ~8.5 min × 3, SynFlow's ~1 min × 3. On 2 idle cores (docs/results.md: a
 ResNet-20 step is 0.53 s there, about 4.5× faster) that is about 3 h. Cut it with ``--epochs``,
 ``--train-images``, ``--methods``, ``--densities`` or ``--rounds``; ``--accelerator gpu`` runs it
 on a GPU.

@@ -23,7 +23,7 @@ half-slimmed network 10 s distilled (the ResNet-56 teacher's forward included) a
 pass over the 10,000 test images about 2 min. The defaults (10,000 images × 5 epochs = 390 steps
 a run; 2 ratios × 2 variants; one seed) therefore take about 4.5 h under that load (the 30% network
 is somewhat slower than the 50% one), about 1.2 h on 2 idle cores (scaled by the 4.5× between
-ResNet-20's step under that load and idle, README). ``--sparse-epochs N`` adds N epochs of
+ResNet-20's step under that load and idle, docs/results.md). ``--sparse-epochs N`` adds N epochs of
 ResNet-56 training (~8 s a step under that load). Cut it with ``--epochs``, ``--train-images``,
 ``--variants`` or ``--ratios``; ``--accelerator gpu`` runs it on a GPU.
 Measured (2026-12-03, one thread beside another one-thread benchmark): the four runs took

@@ -29,11 +29,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
+from benchmarks.common import print_table, read_results, write_json
 from das.cli import guarded
 from das.errors import DasError
-from das.report.output import print_table, write_json
 
 SCALES = (1, 25, 400)
 
@@ -59,8 +57,8 @@ def population_gains(checks: Path, pattern: str) -> dict[int, dict[str, Any]]:
     runs: dict[int, dict[str, float]] = {}
     for scale in SCALES:
         path = checks / pattern.format(scale=scale)
-        if path.is_file() and (lines := path.read_text().splitlines()[1:]):  # a file with no student yet is not a run
-            runs[scale] = {r["key"]: r["gain"] for r in map(json.loads, lines)}
+        if records := read_results(path)[1]:  # a file with no student yet is not a run
+            runs[scale] = {r["key"]: r["gain"] for r in records}
     if not runs:
         raise DasError(f"no {checks / pattern} exists: run the recipe check (README, 'The rule for the default cosine scale') first")
     students = max((set(r) for r in runs.values()), key=len)  # the regime's students: the fullest run's

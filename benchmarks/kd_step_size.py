@@ -21,10 +21,6 @@ The README ("Why KD first lost") gives the figures of one run of each.
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 import torch.nn.functional as F

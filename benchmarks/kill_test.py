@@ -34,17 +34,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from optuna.trial import TrialState
 
-from optuna.trial import TrialState  # noqa: E402
-
-from benchmarks.pgserver import throwaway_server  # noqa: E402
-from benchmarks.search_bench import ROOT, load_average, load_trials, prepare_teacher, scored, search_command, start, worker_pid  # noqa: E402
-from das.cli import guarded  # noqa: E402
-from das.errors import DasError  # noqa: E402
-from das.search.ledger import died_while_scoring  # noqa: E402
-from das.report.output import write_json  # noqa: E402
-from das.report.provenance import code_version, machine_info, now_iso  # noqa: E402
+from benchmarks.common import code_version, load_average, machine_info, now_iso, write_json
+from benchmarks.pgserver import throwaway_server
+from benchmarks.search_bench import ROOT, load_trials, prepare_teacher, scored, search_command, start, worker_pid
+from das.cli import guarded
+from das.errors import DasError
+from das.search.ledger import died_while_scoring
 
 #: Seconds to wait for a restarted worker's first trial, or for the study to finish.
 TIMEOUT_S = 600

@@ -27,12 +27,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
+from benchmarks.common import fmt, print_table, write_json
 from das.cli import guarded
 from das.errors import DasError
 from das.proxies import ENSEMBLE_MEMBERS
-from das.report.output import fmt, print_table, write_json
 
 BASELINE = "params"
 

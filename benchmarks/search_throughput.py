@@ -31,14 +31,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from benchmarks.pgserver import throwaway_server  # noqa: E402
-from benchmarks.search_bench import ROOT, load_average, load_trials, prepare_teacher, scored, search_command, start  # noqa: E402
-from das.cli import guarded  # noqa: E402
-from das.errors import DasError  # noqa: E402
-from das.report.output import print_table, write_json  # noqa: E402
-from das.report.provenance import code_version, machine_info, now_iso  # noqa: E402
+from benchmarks.common import code_version, load_average, machine_info, now_iso, print_table, write_json
+from benchmarks.pgserver import throwaway_server
+from benchmarks.search_bench import ROOT, load_trials, prepare_teacher, scored, search_command, start
+from das.cli import guarded
+from das.errors import DasError
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:

@@ -22,7 +22,7 @@ Every run is tested on the full ``test_jpeg.npz`` (10,000 images), as is the tea
 gives per variant the mean ± sample standard deviation over seeds and the gain of the mean over
 ``alone``'s.
 
-    python benchmarks/cifar10_distill.py --train-images 10000 --epochs 15 --seeds 0,1 \\
+    python -m benchmarks.cifar10_distill --train-images 10000 --epochs 15 --seeds 0,1 \\
         --out benchmarks/results/cifar10_distill.json
 
 Each finished (variant, seed) is appended at once to ``OUT.runs.jsonl``, whose first line holds

@@ -16,7 +16,7 @@ scale run in a regime count, so a partial run compares like with like. A scale n
 regime can only lower that scale's worst case: it is decided without the run when it cannot
 reach the winner's worst case, and the script refuses to decide when it could. Writes ``--out`` (JSON).
 
-    python benchmarks/cosine_scale_rule.py
+    python -m benchmarks.cosine_scale_rule
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def r1_gains(table: Path) -> dict[int, dict[str, Any]]:
     alone = results["alone"]["test_acc"]["mean"]
     missing = [v for v in [*R1_VARIANTS.values(), "alone"] if v not in results]
     if missing:
-        raise DasError(f"{table} has no {missing}: run benchmarks/cifar10_distill.py with those variants first")
+        raise DasError(f"{table} has no {missing}: run python -m benchmarks.cifar10_distill with those variants first")
     return {s: {"gain": results[v]["test_acc"]["mean"] - alone, "n": results[v]["n"], "source": v} for s, v in R1_VARIANTS.items()}
 
 

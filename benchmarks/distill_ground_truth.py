@@ -75,12 +75,12 @@ the bulk of the work, from the measured speed of finished students: on a fresh s
 (middle-sized) student is trained alone first to measure it, which builds the teacher cache once
 more (3-5 min on the loaded 2-core machine); the sample's mean FLOPs are ~1.1× its middle student's.
 
-    python benchmarks/finetune_teacher.py --image-size 16 --epochs 10
-    python benchmarks/distill_ground_truth.py --population nb201 --image-size 16 --seeds 0,1 --fidelity-students 8 \
+    python -m benchmarks.finetune_teacher --image-size 16 --epochs 10
+    python -m benchmarks.distill_ground_truth --population nb201 --image-size 16 --seeds 0,1 --fidelity-students 8 \
         --teacher-checkpoint benchmarks/results/teachers/cifar10_resnet56_16px.pt --threads 2
-    python benchmarks/distill_ground_truth.py --population resnet_cifar --image-size 16 --seeds 0,1 \
+    python -m benchmarks.distill_ground_truth --population resnet_cifar --image-size 16 --seeds 0,1 \
         --teacher-checkpoint benchmarks/results/teachers/cifar10_resnet56_16px.pt --threads 2
-    python benchmarks/distill_ground_truth.py --population mobilenetv3 --image-size 16 --seeds 0,1 \
+    python -m benchmarks.distill_ground_truth --population mobilenetv3 --image-size 16 --seeds 0,1 \
         --fidelity-students 12 --fidelity-first \
         --teacher-checkpoint benchmarks/results/teachers/cifar10_resnet56_16px.pt --threads 2
 """

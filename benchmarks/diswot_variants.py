@@ -14,7 +14,7 @@ NAS-Bench-201 records stand-alone accuracy, not accuracy after distillation, whi
 DisWOT claims to predict: these figures say how each variant ranks trainability, not which one
 predicts distillation (that needs distilled accuracies).
 
-    python benchmarks/diswot_variants.py --num-archs 1000 --out benchmarks/results/diswot_variants.json
+    python -m benchmarks.diswot_variants --num-archs 1000 --out benchmarks/results/diswot_variants.json
 
 Per-architecture values go to ``OUT.scores.csv`` as they come; ``--resume`` continues.
 """

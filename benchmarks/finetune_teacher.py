@@ -15,7 +15,7 @@ checkpoint any das command loads (``--teacher-checkpoint``, ``teacher.checkpoint
 the teacher's test accuracy on ``test_jpeg.npz`` at both sizes before and after. Interrupted, it
 resumes from its ``last.ckpt``; finished, it is not redone.
 
-    python benchmarks/finetune_teacher.py --image-size 16 --epochs 10 \\
+    python -m benchmarks.finetune_teacher --image-size 16 --epochs 10 \\
         --out benchmarks/results/teachers/cifar10_resnet56_16px.pt
 """
 

@@ -43,8 +43,8 @@ expected accuracy of a random pick (the mean), and per score the distilled accur
 top-scoring student (higher is better for every das score; ties: their mean) and its regret
 (oracle − pick).
 
-    python benchmarks/ground_truth_proxies.py --ground-truth benchmarks/results/distill_ground_truth_nb201.json
-    python benchmarks/ground_truth_proxies.py --ground-truth benchmarks/results/distill_ground_truth_resnet_cifar.json
+    python -m benchmarks.ground_truth_proxies --ground-truth benchmarks/results/distill_ground_truth_nb201.json
+    python -m benchmarks.ground_truth_proxies --ground-truth benchmarks/results/distill_ground_truth_resnet_cifar.json
 
 Per-student scores go to ``OUT.scores.csv`` as they come; ``--resume`` continues an interrupted
 run or scores the students a longer ground-truth run has trained since.

@@ -12,10 +12,10 @@ If CE + KD at learning rate η trains like CE alone at 2η, and CE + KD at η/2 
 loss is not wrong: its summed weights double the gradient, and the early steps are too large.
 The README ("Why KD first lost") gives the figures of one run of each.
 
-    python benchmarks/kd_step_size.py ce --lr 0.1
-    python benchmarks/kd_step_size.py ce --lr 0.2
-    python benchmarks/kd_step_size.py kd1 --lr 0.1
-    python benchmarks/kd_step_size.py kd1 --lr 0.05
+    python -m benchmarks.kd_step_size ce --lr 0.1
+    python -m benchmarks.kd_step_size ce --lr 0.2
+    python -m benchmarks.kd_step_size kd1 --lr 0.1
+    python -m benchmarks.kd_step_size kd1 --lr 0.05
 """
 
 from __future__ import annotations

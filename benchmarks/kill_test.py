@@ -16,7 +16,7 @@ waiting for another trial's scores, between trials). Reported:
   those whose architecture was scored again by a later trial (``retried_by_next_trial``: by a trial
   tagged ``retry_of``); ``running_at_end`` (must be 0).
 
-    python benchmarks/kill_test.py --kills 10 --trials 600 --out benchmarks/results/kill_test.json
+    python -m benchmarks.kill_test --kills 10 --trials 600 --out benchmarks/results/kill_test.json
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ per-round ratios, whether both paths ended each round on the same loss, the mach
 average at start and end. The subset and Lightning's logs and checkpoints live in a temporary
 folder, removed at the end.
 
-    python benchmarks/lightning_overhead.py --batches 78 --repeats 5 --batch-size 128 --threads 2 \\
+    python -m benchmarks.lightning_overhead --batches 78 --repeats 5 --batch-size 128 --threads 2 \\
         --out benchmarks/results/lightning_overhead.json
 """
 

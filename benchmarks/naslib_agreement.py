@@ -22,7 +22,7 @@ controlled comparison behind das's published-vs-measured table: NASLib's own sco
 on the same architectures and the same ground truth, so a gap to a published ρ that both share
 comes from the ground truth and the sample, not from das's implementation.
 
-    python benchmarks/naslib_agreement.py --naslib ../shared/data/nb201/naslib_zc_nasbench201.json \\
+    python -m benchmarks.naslib_agreement --naslib ../shared/data/nb201/naslib_zc_nasbench201.json \\
         --data ../shared/data/cifar10/train_jpeg.npz --proxies all --out benchmarks/results/naslib_agreement.json
 """
 

@@ -28,7 +28,7 @@ Protocol (as the zero-cost proxy papers and NASLib do for the CIFAR-10 column):
 
 Run it (about 1–3 s per architecture for the full suite on 2 CPU cores)::
 
-    python benchmarks/nb201_correlation.py \\
+    python -m benchmarks.nb201_correlation \\
         --accuracy-csv ../shared/data/nb201/nb201_accuracy.csv \\
         --data ../shared/data/cifar10/train_jpeg.npz \\
         --num-archs 1000 --seed 0 --proxies all \\

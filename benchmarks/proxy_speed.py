@@ -17,7 +17,7 @@ separate_sum / fused (target ≥ 3), and each proxy's own time. Architectures ar
 uniformly from the 15,625 cells (seeded); one extra architecture warms up first and is not
 timed. Timings on a shared machine are noisy: the load average before and after is recorded.
 
-    python benchmarks/proxy_speed.py --num-archs 20 --proxies all --out benchmarks/results/proxy_speed.json
+    python -m benchmarks.proxy_speed --num-archs 20 --proxies all --out benchmarks/results/proxy_speed.json
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ layers are at the one-weight floor (a layer the method would have cut off entire
 weight in every layer, so "collapse" shows as layers at the floor); parameters and FLOPs left
 (FLOPs counting only multiply-adds with a non-zero weight); pruning and training seconds.
 
-    python benchmarks/prune_at_init_cifar.py --train-images 10000 --epochs 15 --seeds 0 \\
+    python -m benchmarks.prune_at_init_cifar --train-images 10000 --epochs 15 --seeds 0 \\
         --out benchmarks/results/prune_at_init_cifar.json
 
 Time, estimated from a timed run of this script (``--methods px,synflow --densities 0.02

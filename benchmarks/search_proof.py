@@ -39,7 +39,7 @@ The teacher's test accuracy, a log line of every search that enters no score, is
 846 exact CIFAR-10 test images (a few seconds) rather than on ``test_jpeg.npz``'s 10,000 (~2 min at
 load 7), which would have added over an hour to the run.
 
-    python benchmarks/search_proof.py --threads 1 --no-progress --out benchmarks/results/search_proof.json
+    python -m benchmarks.search_proof --threads 1 --no-progress --out benchmarks/results/search_proof.json
 
 Each finished search is appended to ``OUT.runs.jsonl`` (first line: the settings; a file written
 with other settings is refused) and the results JSON rewritten after it; rerunning the command

@@ -14,7 +14,7 @@ and ``speedup`` = scored_per_min of each setup over the first one's. Timings on 
 are noisy: the load average before and after is recorded. ``postgres`` starts a throwaway server
 on loopback (:mod:`benchmarks.pgserver`) unless ``--postgres-url`` names one.
 
-    python benchmarks/search_throughput.py --trials 200 --setups journal:1,journal:2,postgres:2 \\
+    python -m benchmarks.search_throughput --trials 200 --setups journal:1,journal:2,postgres:2 \\
         --out benchmarks/results/search_throughput.json
 """
 

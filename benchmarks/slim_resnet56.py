@@ -12,7 +12,7 @@ with the L1 penalty on γ, so by default it is slimmed as it is; ``--sparse-epoc
 it N epochs with ``bn_l1`` (``--bn-l1``, alone), and then that sparse-trained network is both the
 one slimmed and the teacher (prune.py's rule: distil from the network that was cut).
 
-    python benchmarks/slim_resnet56.py --ratios 0.3,0.5 --epochs 5 --seeds 0 \\
+    python -m benchmarks.slim_resnet56 --ratios 0.3,0.5 --epochs 5 --seeds 0 \\
         --out benchmarks/results/slim_resnet56.json
 
 Time, estimated from a timed run of this script (``--ratios 0.5 --train-images 1280 --val-images

@@ -22,7 +22,7 @@ Every run is tested on the full ``test_jpeg.npz`` (10,000 images), as is the tea
 gives per variant the mean ± sample standard deviation over seeds and the gain of the mean over
 ``alone``'s.
 
-    python benchmarks/cifar10_distill.py --train-images 10000 --epochs 15 --seeds 0,1 \\
+    python -m benchmarks.cifar10_distill --train-images 10000 --epochs 15 --seeds 0,1 \\
         --out benchmarks/results/cifar10_distill.json
 
 Each finished (variant, seed) is appended at once to ``OUT.runs.jsonl``, whose first line holds
@@ -34,7 +34,6 @@ to ``OUT.work/``.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import statistics
 import sys
@@ -43,29 +42,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import lightning as L
-import numpy as np
-import torch
-from lightning.pytorch.callbacks import Callback
 
+from benchmarks.common import (LOGIT_TERMS, FitTimer, code_version, fmt, machine_info, now_iso, parse_list, print_table, runs_file,
+                               set_threads, spread, subset_file, write_json)
 from das.cli import guarded
 from das.data.datamodule import DasDataModule
-from das.data.splits import stratified_split
 from das.distill.fit import fit_and_test, make_trainer
 from das.distill.module import DistillModule
 from das.errors import DasError
 from das.evaluate import top1_accuracy
 from das.models import build_model
 from das.paths import shared_data_dir
-from das.report.output import fmt, print_table, write_json
-from das.report.provenance import code_version, machine_info, now_iso, set_threads
-
-# The logit terms, fixed for the table: a convex mix (weights summing to 1, Hinton et al.'s weighted
-# average) so that adding KD does not double the step size: with ce 1 + kd 1 the distilled runs
-# took twice the alone run's steps and lost the first epochs to it (docs/decisions.md: "The distillation recipe").
-LOGIT_TERMS = {"ce": 0.5, "kd": {"weight": 0.5, "temperature": 4.0}}
 
 
 def cosine(scale: float) -> dict[str, Any]:
@@ -119,91 +107,6 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return p.parse_args(list(argv))
 
 
-def parse_list(text: str, what: str, cast=str) -> list:
-    items = [t.strip() for t in text.split(",") if t.strip()]
-    try:
-        values = [cast(t) for t in items]
-    except ValueError:
-        raise DasError(f"--{what} {text!r} must be a comma-separated list of {cast.__name__}s") from None
-    if not values or len(set(values)) != len(values):
-        raise DasError(f"--{what} {text!r} must name at least one item, each once")
-    return values
-
-
-class RunsFile:
-    """``OUT.runs.jsonl``: a settings line, then one JSON line per finished run, flushed at once.
-
-    The settings are what make two runs comparable (data, schedule, networks); a file written
-    with other settings is refused rather than mixed. A line cut short by a kill is dropped.
-    """
-
-    def __init__(self, path: Path, settings: dict[str, Any]) -> None:
-        self.path = path
-        self.settings = json.loads(json.dumps(settings))  # as it reads back
-        self.records: list[dict[str, Any]] = []
-        if path.exists():
-            lines = path.read_text().splitlines()
-            try:
-                theirs = json.loads(lines[0])["settings"] if lines else None
-            except (json.JSONDecodeError, KeyError, TypeError):
-                raise DasError(f"{path} is not a cifar10_distill runs file (no settings first line); remove it or choose another --out") from None
-            if theirs is not None and theirs != self.settings:
-                diff = {k: (theirs.get(k), self.settings.get(k)) for k in sorted(set(theirs) | set(self.settings)) if theirs.get(k) != self.settings.get(k)}
-                raise DasError(f"{path} was written with other settings (file vs now: {diff}); rerun with the file's settings, or choose another --out")
-            for line in lines[1:]:
-                try:
-                    self.records.append(json.loads(line))
-                except json.JSONDecodeError:
-                    pass  # the half-written last line of a killed run
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("w") as f:  # rewritten whole: drops a cut line
-            for obj in [{"settings": self.settings}, *self.records]:
-                f.write(json.dumps(obj) + "\n")
-
-    def find(self, **key: Any) -> dict[str, Any] | None:
-        return next((r for r in self.records if all(r.get(k) == v for k, v in key.items())), None)
-
-    def add(self, record: dict[str, Any]) -> None:
-        with self.path.open("a") as f:
-            f.write(json.dumps(record) + "\n")
-            f.flush()
-        self.records.append(record)
-
-
-def subset_file(source: Path, images: int, seed: int, work: Path) -> Path:
-    """A seeded, stratified subset of ``source`` as an npz in ``work`` (written once, reused)."""
-    path = work / f"{source.stem}_{images}_seed{seed}.npz"
-    if path.is_file():
-        return path
-    with np.load(source, allow_pickle=False) as data:
-        x, y = data["x"], data["y"]
-    if not 0 < images <= len(y):
-        raise DasError(f"--train-images + --val-images = {images} must be between 1 and the {len(y)} images of {source}")
-    _, picked = stratified_split(torch.from_numpy(y.astype(np.int64)), images / len(y), seed)
-    work.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp.npz")
-    np.savez(tmp, x=x[picked.numpy()], y=y[picked.numpy()])
-    tmp.replace(path)
-    return path
-
-
-class FitTimer(Callback):
-    """Seconds of the fit alone (validation passes included, the final test not) and the last val accuracy."""
-
-    def on_train_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        self.started, self.val_acc = time.perf_counter(), None
-
-    def on_train_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        self.seconds = time.perf_counter() - self.started
-        val = trainer.callback_metrics.get("val/acc")
-        self.val_acc = None if val is None else 100.0 * float(val)
-
-
-def spread(values: list[float]) -> dict[str, Any]:
-    return {"mean": statistics.fmean(values) if values else None,
-            "std": statistics.stdev(values) if len(values) > 1 else None, "values": values}
-
-
 def summarise(records: list[dict[str, Any]], variants: list[str], seeds: list[int]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for name in variants:
@@ -240,7 +143,7 @@ def main(argv: Sequence[str]) -> int:
                 "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "limit_batches": args.limit_batches,
                 "student": args.student, "teacher": args.teacher, "teacher_checkpoint": Path(args.teacher_checkpoint).name,
                 "warmup_epochs": args.warmup_epochs, "logit_terms": LOGIT_TERMS}
-    runs = RunsFile(out.with_name(out.name.removesuffix(".json") + ".runs.jsonl"), identity)
+    runs = runs_file(out, identity)
 
     pool = args.train_images + args.val_images
     data = DasDataModule(dataset="npz", train_file=str(subset_file(Path(args.train_file), pool, args.data_seed, work / "data")),

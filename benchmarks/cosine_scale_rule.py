@@ -16,7 +16,7 @@ scale run in a regime count, so a partial run compares like with like. A scale n
 regime can only lower that scale's worst case: it is decided without the run when it cannot
 reach the winner's worst case, and the script refuses to decide when it could. Writes ``--out`` (JSON).
 
-    python benchmarks/cosine_scale_rule.py
+    python -m benchmarks.cosine_scale_rule
 """
 
 from __future__ import annotations
@@ -29,11 +29,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
+from benchmarks.common import print_table, read_results, write_json
 from das.cli import guarded
 from das.errors import DasError
-from das.report.output import print_table, write_json
 
 SCALES = (1, 25, 400)
 
@@ -50,7 +48,7 @@ def r1_gains(table: Path) -> dict[int, dict[str, Any]]:
     alone = results["alone"]["test_acc"]["mean"]
     missing = [v for v in [*R1_VARIANTS.values(), "alone"] if v not in results]
     if missing:
-        raise DasError(f"{table} has no {missing}: run benchmarks/cifar10_distill.py with those variants first")
+        raise DasError(f"{table} has no {missing}: run python -m benchmarks.cifar10_distill with those variants first")
     return {s: {"gain": results[v]["test_acc"]["mean"] - alone, "n": results[v]["n"], "source": v} for s, v in R1_VARIANTS.items()}
 
 
@@ -59,8 +57,8 @@ def population_gains(checks: Path, pattern: str) -> dict[int, dict[str, Any]]:
     runs: dict[int, dict[str, float]] = {}
     for scale in SCALES:
         path = checks / pattern.format(scale=scale)
-        if path.is_file() and (lines := path.read_text().splitlines()[1:]):  # a file with no student yet is not a run
-            runs[scale] = {r["key"]: r["gain"] for r in map(json.loads, lines)}
+        if records := read_results(path)[1]:  # a file with no student yet is not a run
+            runs[scale] = {r["key"]: r["gain"] for r in records}
     if not runs:
         raise DasError(f"no {checks / pattern} exists: run the recipe check (docs/decisions.md, 'The default cosine scale') first")
     students = max((set(r) for r in runs.values()), key=len)  # the regime's students: the fullest run's

@@ -75,12 +75,12 @@ the bulk of the work, from the measured speed of finished students: on a fresh s
 (middle-sized) student is trained alone first to measure it, which builds the teacher cache once
 more (3-5 min on the loaded 2-core machine); the sample's mean FLOPs are ~1.1× its middle student's.
 
-    python benchmarks/finetune_teacher.py --image-size 16 --epochs 10
-    python benchmarks/distill_ground_truth.py --population nb201 --image-size 16 --seeds 0,1 --fidelity-students 8 \
+    python -m benchmarks.finetune_teacher --image-size 16 --epochs 10
+    python -m benchmarks.distill_ground_truth --population nb201 --image-size 16 --seeds 0,1 --fidelity-students 8 \
         --teacher-checkpoint benchmarks/results/teachers/cifar10_resnet56_16px.pt --threads 2
-    python benchmarks/distill_ground_truth.py --population resnet_cifar --image-size 16 --seeds 0,1 \
+    python -m benchmarks.distill_ground_truth --population resnet_cifar --image-size 16 --seeds 0,1 \
         --teacher-checkpoint benchmarks/results/teachers/cifar10_resnet56_16px.pt --threads 2
-    python benchmarks/distill_ground_truth.py --population mobilenetv3 --image-size 16 --seeds 0,1 \
+    python -m benchmarks.distill_ground_truth --population mobilenetv3 --image-size 16 --seeds 0,1 \
         --fidelity-students 12 --fidelity-first \
         --teacher-checkpoint benchmarks/results/teachers/cifar10_resnet56_16px.pt --threads 2
 """
@@ -102,15 +102,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import numpy as np
 import torch
 import yaml
 from scipy.stats import spearmanr
 
+from benchmarks.common import code_version, flatten, fmt, machine_info, now_iso, print_table, read_results, set_threads, write_json
 from das.calibrate import PopulationData, Recipe, train_population
-from das.calibrate.results import flatten
 from das.calibrate.trainer import evaluate, weights_digest
 from das.cli import guarded
 from das.data.datamodule import DasDataModule
@@ -120,8 +118,6 @@ from das.distill.optim import OptimConfig
 from das.errors import DasError
 from das.models import build_model
 from das.paths import shared_data_dir
-from das.report.output import fmt, print_table, write_json
-from das.report.provenance import code_version, machine_info, now_iso, set_threads
 from das.spaces import SPACES, create_space
 from das.spaces.base import SearchSpace
 from das.spaces.nb201 import EDGES, parse_arch
@@ -384,24 +380,6 @@ def fidelity_first(stages: list[Stage]) -> list[Stage]:
     subset = set(fidelity[0].students)
     short = replace(stages[0], students=[k for k in stages[0].students if k in subset])
     return [short, fidelity[0], *[s for s in stages if s.name != "fidelity"]]
-
-
-def read_results(path: Path) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
-    """A results file's settings and records (a cut last line skipped), without checking the settings."""
-    if not path.is_file():
-        return None, []
-    lines = path.read_text().splitlines()
-    settings, records = None, []
-    for i, line in enumerate(lines):
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if i == 0:
-            settings = obj.get("settings")
-        else:
-            records.append(obj)
-    return settings, records
 
 
 def estimate(stages: list[Stage], train_images: int) -> str | None:

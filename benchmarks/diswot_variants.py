@@ -14,7 +14,7 @@ NAS-Bench-201 records stand-alone accuracy, not accuracy after distillation, whi
 DisWOT claims to predict: these figures say how each variant ranks trainability, not which one
 predicts distillation (that needs distilled accuracies).
 
-    python benchmarks/diswot_variants.py --num-archs 1000 --out benchmarks/results/diswot_variants.json
+    python -m benchmarks.diswot_variants --num-archs 1000 --out benchmarks/results/diswot_variants.json
 
 Per-architecture values go to ``OUT.scores.csv`` as they come; ``--resume`` continues.
 """
@@ -29,40 +29,24 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import torch
-from torch import nn
 from tqdm import tqdm
 
+from benchmarks.common import code_version, machine_info, now_iso, read_accuracy_csv, sample_rows, set_threads, write_json
+from benchmarks.common import DISWOT_VARIANTS as VARIANTS
+from benchmarks.common import diswot_teacher_references as teacher_references
+from benchmarks.common import diswot_variant_scores as variant_scores
 from das.cli import guarded
 from das.errors import DasError
-from das.features import feature_points
 from das.paths import shared_data_dir
-from das.proxies import TEACHER_INITS, DisWOTReference
-from das.proxies.context import capture, seeded
-from das.proxies.diswot import relation_distance, semantic_distance
-from das.proxies.state import preserved
-from das.report.inputs import load_probe, teacher_reference
-from das.report.output import write_json
-from das.report.provenance import code_version, machine_info, now_iso, set_threads
+from das.report.inputs import load_probe
 from das.report.ranking import partial_rank_correlation, rank_correlation, within_bins_correlation
 from das.report.scores_file import ScoredArch, ScoresFile
 from das.spaces import create_space
 from das.stats import count_params
 
-from benchmarks.nb201_correlation import read_accuracy_csv, sample_rows  # the same seeded sample
 
-BN_MODES = ("train", "eval")
-TERMS = ("diswot", "diswot_relation", "diswot_semantic")
-
-
-def column(init: str, bn: str, term: str) -> str:
-    return f"{term}@teacher_{init}/bn_{bn}"
-
-
-#: Every (teacher, BN mode, term) column, the ones a DisWOT variant scores (ground_truth_proxies reuses them).
-VARIANTS = [column(i, b, t) for i in TEACHER_INITS for b in BN_MODES for t in TERMS]
+#: Every (teacher, BN mode, term) column, then the parameter count for reference.
 COLUMNS = VARIANTS + ["params"]
 
 
@@ -81,38 +65,6 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--resume", action="store_true", help="continue the scores file of an interrupted run")
     p.add_argument("--out", default="benchmarks/results/diswot_variants.json", help="result JSON")
     return p.parse_args(list(argv))
-
-
-def student_capture(student: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], bn: str, seed: int):
-    """The student's final map, classifier input and logits at initialisation, BN in ``bn`` mode."""
-    x, _ = batch
-    with preserved(student):
-        student.train()
-        if bn == "eval":
-            for m in student.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
-        with seeded(seed, x.device):
-            return capture(student, x, feature_points(student, x))
-
-
-def teacher_references(spec: str, checkpoint: str | Path, batch, num_classes: int, seed: int) -> dict[str, DisWOTReference]:
-    """The teacher read once per init (random, trained) on the probe batch: every variant compares with one of them."""
-    return {init: teacher_reference(spec, checkpoint, batch, num_classes, init, seed) for init in TEACHER_INITS}
-
-
-def variant_scores(student: nn.Module, batch, references: dict[str, DisWOTReference], seed: int) -> dict[str, float]:
-    """Every (teacher, BN mode, term) value of one student: one forward per BN mode."""
-    out: dict[str, float] = {}
-    for bn in BN_MODES:
-        own = DisWOTReference.from_capture(student_capture(student, batch, bn, seed), batch[1])
-        for init, ref in references.items():
-            relation = relation_distance(ref.relation, own.relation)
-            semantic = semantic_distance(ref.weight_grad, own.weight_grad)
-            out[column(init, bn, "diswot_relation")] = -relation
-            out[column(init, bn, "diswot_semantic")] = -semantic
-            out[column(init, bn, "diswot")] = -(relation + semantic)
-    return out
 
 
 def summarise(rows: list[ScoredArch], accuracy: dict[str, float]) -> dict[str, Any]:

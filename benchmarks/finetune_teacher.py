@@ -15,7 +15,7 @@ checkpoint any das command loads (``--teacher-checkpoint``, ``teacher.checkpoint
 the teacher's test accuracy on ``test_jpeg.npz`` at both sizes before and after. Interrupted, it
 resumes from its ``last.ckpt``; finished, it is not redone.
 
-    python benchmarks/finetune_teacher.py --image-size 16 --epochs 10 \\
+    python -m benchmarks.finetune_teacher --image-size 16 --epochs 10 \\
         --out benchmarks/results/teachers/cifar10_resnet56_16px.pt
 """
 
@@ -30,11 +30,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import lightning as L
 import torch
 
+from benchmarks.common import code_version, machine_info, now_iso, set_threads, write_json
 from das.cli import guarded
 from das.data.datamodule import DasDataModule
 from das.distill.fit import fit_and_test, last_checkpoint, make_trainer
@@ -43,8 +42,6 @@ from das.errors import DasError
 from das.evaluate import top1_accuracy
 from das.models import build_model
 from das.paths import shared_data_dir
-from das.report.output import write_json
-from das.report.provenance import code_version, machine_info, now_iso, set_threads
 from teachers.checkpoint import load_checkpoint
 
 

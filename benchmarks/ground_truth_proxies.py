@@ -43,8 +43,8 @@ expected accuracy of a random pick (the mean), and per score the distilled accur
 top-scoring student (higher is better for every das score; ties: their mean) and its regret
 (oracle − pick).
 
-    python benchmarks/ground_truth_proxies.py --ground-truth benchmarks/results/distill_ground_truth_nb201.json
-    python benchmarks/ground_truth_proxies.py --ground-truth benchmarks/results/distill_ground_truth_resnet_cifar.json
+    python -m benchmarks.ground_truth_proxies --ground-truth benchmarks/results/distill_ground_truth_nb201.json
+    python -m benchmarks.ground_truth_proxies --ground-truth benchmarks/results/distill_ground_truth_resnet_cifar.json
 
 Per-student scores go to ``OUT.scores.csv`` as they come; ``--resume`` continues an interrupted
 run or scores the students a longer ground-truth run has trained since.
@@ -63,14 +63,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import numpy as np
 import torch
 from scipy import stats
 from torch import nn
 from tqdm import tqdm
 
+from benchmarks.common import code_version, fmt, machine_info, now_iso, print_table, scored_proxies, set_threads, write_json
+from benchmarks.common import DISWOT_VARIANTS as VARIANTS
+from benchmarks.common import diswot_teacher_references as teacher_references
+from benchmarks.common import diswot_variant_scores as variant_scores
 from das.cli import guarded
 from das.data import load_dataset, probe_batches
 from das.errors import DasError
@@ -78,8 +80,6 @@ from das.paths import shared_data_dir
 from das.proxies import DEFAULT_TEACHER_INIT, ENSEMBLE_MEMBERS, DisWOTReference
 from das.proxies.context import Batch
 from das.report.inputs import batches_needed, require_file, resolve_proxies
-from das.report.output import fmt, print_table, write_json
-from das.report.provenance import code_version, machine_info, now_iso, set_threads
 from das.report.ranking import log_rank_ensemble, partial_rank_correlation, rank_correlation, within_bins_correlation
 from das.report.scores_file import ScoredArch, ScoresFile
 from das.report.scoring import failure_summary, score_safely
@@ -87,8 +87,6 @@ from das.spaces import create_space
 from das.spaces.base import SearchSpace
 from das.spec import ArchSpec
 
-from benchmarks.diswot_variants import VARIANTS, teacher_references, variant_scores
-from benchmarks.nb201_correlation import scored_proxies
 
 BENCHMARK = "ground_truth_proxies"
 PERCENTILES = (25, 50, 75)

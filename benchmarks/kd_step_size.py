@@ -12,19 +12,15 @@ If CE + KD at learning rate η trains like CE alone at 2η, and CE + KD at η/2 
 loss is not wrong: its summed weights double the gradient, and the early steps are too large.
 docs/results.md ("Distillation on CIFAR-10") gives the figures of one run of each.
 
-    python benchmarks/kd_step_size.py ce --lr 0.1
-    python benchmarks/kd_step_size.py ce --lr 0.2
-    python benchmarks/kd_step_size.py kd1 --lr 0.1
-    python benchmarks/kd_step_size.py kd1 --lr 0.05
+    python -m benchmarks.kd_step_size ce --lr 0.1
+    python -m benchmarks.kd_step_size ce --lr 0.2
+    python -m benchmarks.kd_step_size kd1 --lr 0.1
+    python -m benchmarks.kd_step_size kd1 --lr 0.05
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch
 import torch.nn.functional as F

@@ -16,7 +16,7 @@ waiting for another trial's scores, between trials). Reported:
   those whose architecture was scored again by a later trial (``retried_by_next_trial``: by a trial
   tagged ``retry_of``); ``running_at_end`` (must be 0).
 
-    python benchmarks/kill_test.py --kills 10 --trials 600 --out benchmarks/results/kill_test.json
+    python -m benchmarks.kill_test --kills 10 --trials 600 --out benchmarks/results/kill_test.json
 """
 
 from __future__ import annotations
@@ -34,17 +34,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from optuna.trial import TrialState
 
-from optuna.trial import TrialState  # noqa: E402
-
-from benchmarks.pgserver import throwaway_server  # noqa: E402
-from benchmarks.search_bench import ROOT, load_average, load_trials, prepare_teacher, scored, search_command, start, worker_pid  # noqa: E402
-from das.cli import guarded  # noqa: E402
-from das.errors import DasError  # noqa: E402
-from das.search.ledger import died_while_scoring  # noqa: E402
-from das.report.output import write_json  # noqa: E402
-from das.report.provenance import code_version, machine_info, now_iso  # noqa: E402
+from benchmarks.common import code_version, load_average, machine_info, now_iso, write_json
+from benchmarks.pgserver import throwaway_server
+from benchmarks.search_bench import ROOT, load_trials, prepare_teacher, scored, search_command, start, worker_pid
+from das.cli import guarded
+from das.errors import DasError
+from das.search.ledger import died_while_scoring
 
 #: Seconds to wait for a restarted worker's first trial, or for the study to finish.
 TIMEOUT_S = 600

@@ -27,7 +27,7 @@ per-round ratios, whether both paths ended each round on the same loss, the mach
 average at start and end. The subset and Lightning's logs and checkpoints live in a temporary
 folder, removed at the end.
 
-    python benchmarks/lightning_overhead.py --batches 78 --repeats 5 --batch-size 128 --threads 2 \\
+    python -m benchmarks.lightning_overhead --batches 78 --repeats 5 --batch-size 128 --threads 2 \\
         --out benchmarks/results/lightning_overhead.json
 """
 
@@ -47,14 +47,12 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-# Benchmark the checkout this script lives in, not whichever das an install points at.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 
+from benchmarks.common import code_version, fmt, machine_info, now_iso, print_table, set_threads, write_json
 from das.cli import guarded
 from das.data.datamodule import DasDataModule
 from das.data.splits import stratified_split
@@ -63,8 +61,6 @@ from das.distill.module import DistillModule
 from das.distill.optim import build_optimizer, build_scheduler, param_groups
 from das.errors import DasError
 from das.paths import shared_data_dir
-from das.report.output import fmt, print_table, write_json
-from das.report.provenance import code_version, machine_info, now_iso, set_threads
 
 #: The work timed: train.py's CIFAR-10 recipe (configs/distill/cifar10_resnet56.yaml).
 LOSSES = {"ce": 1.0, "kd": {"weight": 1.0, "temperature": 4.0}, "cosine": {"weight": 1.0, "scale": 1.0}}

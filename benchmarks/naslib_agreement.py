@@ -22,7 +22,7 @@ controlled comparison behind das's published-vs-measured table: NASLib's own sco
 on the same architectures and the same ground truth, so a gap to a published ρ that both share
 comes from the ground truth and the sample, not from das's implementation.
 
-    python benchmarks/naslib_agreement.py --naslib ../shared/data/nb201/naslib_zc_nasbench201.json \\
+    python -m benchmarks.naslib_agreement --naslib ../shared/data/nb201/naslib_zc_nasbench201.json \\
         --data ../shared/data/cifar10/train_jpeg.npz --proxies all --out benchmarks/results/naslib_agreement.json
 """
 
@@ -36,23 +36,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-
-# Benchmark the checkout this script lives in, not whichever das an install points at.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
+from benchmarks.common import (ACCURACY_COLUMNS, code_version, fmt, machine_info, now_iso, print_table, read_accuracy_csv, set_threads,
+                               write_json)
 from das.cli import guarded
 from das.errors import DasError
 from das.paths import shared_data_dir
 from das.proxies import PROXIES
 from das.report.inputs import batches_needed, load_probe, require_file, resolve_proxies, teacher_reference
-from das.report.output import fmt, print_table, write_json
-from das.report.provenance import code_version, machine_info, now_iso, set_threads
 from das.report.ranking import rank_correlation
 from das.report.scores_file import ScoresFile
 from das.report.scoring import failure_summary, score_archs, supports_fused
 from das.spaces import create_space
 from das.spaces.nb201 import from_naslib_tuple
-from benchmarks.nb201_correlation import ACCURACY_COLUMNS, read_accuracy_csv
 
 #: The proxies in NASLib's NB201 zero-cost file.
 NASLIB_PROXIES: tuple[str, ...] = ("epe_nas", "fisher", "flops", "grad_norm", "grasp", "jacov", "l2_norm", "nwot", "params", "plain", "snip", "synflow")

@@ -28,7 +28,7 @@ Protocol (as the zero-cost proxy papers and NASLib do for the CIFAR-10 column):
 
 Run it (about 1–3 s per architecture for the full suite on 2 CPU cores)::
 
-    python benchmarks/nb201_correlation.py \\
+    python -m benchmarks.nb201_correlation \\
         --accuracy-csv ../shared/data/nb201/nb201_accuracy.csv \\
         --data ../shared/data/cifar10/train_jpeg.npz \\
         --num-archs 1000 --seed 0 --proxies all \\
@@ -51,25 +51,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-
-# Benchmark the checkout this script lives in, not whichever das an install points at.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import numpy as np
-
+from benchmarks.common import (ACCURACY_COLUMNS, code_version, fmt, machine_info, now_iso, print_table, read_accuracy_csv, sample_rows,
+                               scored_proxies, set_threads, write_json)
 from das.cli import guarded
 from das.errors import DasError
 from das.paths import shared_data_dir
 from das.proxies import DEFAULT_TEACHER_INIT, ENSEMBLE_MEMBERS, PROXIES, TEACHER_INITS, EnsembleReference
 from das.report.inputs import load_probe, require_file, resolve_proxies, teacher_reference
-from das.report.output import fmt, print_table, write_json
-from das.report.provenance import code_version, machine_info, now_iso, set_threads
 from das.report.ranking import ensemble_name, log_rank_ensemble, partial_rank_correlation, rank_correlation, within_bins_correlation
 from das.report.scores_file import ScoredArch, ScoresFile
 from das.report.scoring import failure_summary, score_archs, supports_fused
 from das.spaces import create_space
 
-ACCURACY_COLUMNS: tuple[str, ...] = ("cifar10_test_acc", "cifar100_test_acc", "imagenet16_120_test_acc")
 SHORT = {"cifar10_test_acc": "C10", "cifar100_test_acc": "C100", "imagenet16_120_test_acc": "IN16"}
 
 PROTOCOL = (
@@ -112,43 +105,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return p.parse_args(list(argv))
 
 
-def read_accuracy_csv(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of an NB201 accuracy table: ``key`` (its index), ``arch`` and the accuracy columns as floats."""
-    p = require_file(path, "--accuracy-csv", f"a CSV with columns index, arch, {', '.join(ACCURACY_COLUMNS)} (e.g. ../shared/data/nb201/nb201_accuracy.csv)")
-    with p.open(newline="") as f:
-        reader = csv.DictReader(f)
-        missing = [c for c in ("index", "arch", *ACCURACY_COLUMNS) if c not in (reader.fieldnames or [])]
-        if missing:
-            raise DasError(f"{p} lacks columns {missing} (has {reader.fieldnames}); it needs index, arch, {', '.join(ACCURACY_COLUMNS)}")
-        rows = []
-        for line, r in enumerate(reader, start=2):
-            try:
-                accs = {c: float(r[c]) for c in ACCURACY_COLUMNS}
-            except (TypeError, ValueError):
-                raise DasError(f"{p} line {line}: accuracies {[r[c] for c in ACCURACY_COLUMNS]} are not all numbers") from None
-            rows.append({"key": str(r["index"]), "arch": r["arch"], **accs})
-    if not rows:
-        raise DasError(f"{p} has no rows; it needs at least two architectures to rank")
-    keys = [r["key"] for r in rows]
-    if len(set(keys)) != len(keys):
-        raise DasError(f"{p} repeats values of its index column; each architecture needs its own index")
-    return rows
-
-
 def check_inputs(args: argparse.Namespace, needs_teacher: bool) -> None:
     """Every input file exists, checked before any work so a typo costs no time."""
     require_file(args.accuracy_csv, "--accuracy-csv", f"a CSV with columns index, arch, {', '.join(ACCURACY_COLUMNS)} (e.g. ../shared/data/nb201/nb201_accuracy.csv)")
     require_file(args.data, "--data", "an .npz with x (uint8 N×H×W×C) and y, e.g. ../shared/data/cifar10/train_jpeg.npz")
     if needs_teacher:
         require_file(args.teacher_checkpoint, "--teacher-checkpoint", "a trained teacher's weights, e.g. ../shared/data/teachers/cifar10_resnet56.th")
-
-
-def sample_rows(rows: list[dict[str, Any]], n: int, seed: int) -> list[dict[str, Any]]:
-    """The first ``n`` rows of a seeded permutation: a larger ``n`` extends a smaller one's sample."""
-    if n < 0 or n > len(rows):
-        raise DasError(f"--num-archs {n} but the CSV has {len(rows)} rows; give 1..{len(rows)} (or 0 for all)")
-    order = np.random.default_rng(seed).permutation(len(rows))
-    return [rows[i] for i in order[: n or len(rows)]]
 
 
 def correlations(rows: Sequence[ScoredArch], truth: dict[str, dict[str, float]], values: Sequence[float]) -> dict[str, Any]:
@@ -236,14 +198,6 @@ def report_table(results: dict[str, Any]) -> None:
         n = r[ACCURACY_COLUMNS[0]]["n"]
         table.append([name, str(n), str(fails)] + [fmt(r[c][k]) for c in ACCURACY_COLUMNS for k in ("spearman", "kendall")])
     print_table(header, table)
-
-
-def scored_proxies(proxies: Sequence[str]) -> list[str]:
-    """What is scored per architecture: the listed proxies, with ``ensemble`` replaced by its members."""
-    out = [n for n in proxies if n != "ensemble"]
-    if "ensemble" in proxies:
-        out += [m for m in ENSEMBLE_MEMBERS if m not in out]
-    return out
 
 
 def parse_ensembles(specs: Sequence[str], proxies: Sequence[str]) -> list[list[str]]:

@@ -15,7 +15,7 @@ seconds per architecture that ``benchmarks/proxy_speed.py`` measured for the pro
 Only then is C (resnet_cifar) read, to report the chosen score there beside ``params``; nothing
 from C enters the choice (the code reads it after the decision is made). Writes ``--out`` (JSON).
 
-    python benchmarks/objective_rule.py
+    python -m benchmarks.objective_rule
 """
 
 from __future__ import annotations
@@ -27,12 +27,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
+from benchmarks.common import fmt, print_table, write_json
 from das.cli import guarded
 from das.errors import DasError
 from das.proxies import ENSEMBLE_MEMBERS
-from das.report.output import fmt, print_table, write_json
 
 BASELINE = "params"
 
@@ -50,7 +48,7 @@ def cost(score: str, seconds: Mapping[str, float]) -> float:
     """Measured seconds per architecture of ``score``: the sum over its members."""
     missing = [m for m in members(score) if m not in seconds]
     if missing:
-        raise DasError(f"the speed file has no timing for {missing} (needed by {score!r}); rerun benchmarks/proxy_speed.py")
+        raise DasError(f"the speed file has no timing for {missing} (needed by {score!r}); rerun python -m benchmarks.proxy_speed")
     return sum(seconds[m] for m in members(score))
 
 
@@ -89,7 +87,7 @@ def confirmation(results: Mapping[str, Mapping[str, Any]], picks: Sequence[Mappi
 def read(path: str) -> dict[str, Any]:
     file = Path(path)
     if not file.is_file():
-        raise DasError(f"{path} does not exist: run benchmarks/ground_truth_proxies.py on that population first")
+        raise DasError(f"{path} does not exist: run python -m benchmarks.ground_truth_proxies on that population first")
     return json.loads(file.read_text())
 
 

@@ -17,7 +17,7 @@ separate_sum / fused (target ≥ 3), and each proxy's own time. Architectures ar
 uniformly from the 15,625 cells (seeded); one extra architecture warms up first and is not
 timed. Timings on a shared machine are noisy: the load average before and after is recorded.
 
-    python benchmarks/proxy_speed.py --num-archs 20 --proxies all --out benchmarks/results/proxy_speed.json
+    python -m benchmarks.proxy_speed --num-archs 20 --proxies all --out benchmarks/results/proxy_speed.json
 """
 
 from __future__ import annotations
@@ -31,21 +31,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-
-# Benchmark the checkout this script lives in, not whichever das an install points at.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from benchmarks.common import code_version, fmt, machine_info, now_iso, print_table, set_threads, write_json
 from das.cli import guarded
 from das.errors import DasError
 from das.paths import shared_data_dir
 from das.proxies import PROXIES, score
 from das.report.inputs import batches_needed, load_probe, resolve_proxies, teacher_reference
-from das.report.output import fmt, print_table, write_json
-from das.report.provenance import code_version, machine_info, now_iso, set_threads
 from das.report.scoring import score_options, supports_fused
 from das.spaces import create_space
 from das.spaces.nb201 import OPS, arch_string

@@ -16,7 +16,7 @@ layers are at the one-weight floor (a layer the method would have cut off entire
 weight in every layer, so "collapse" shows as layers at the floor); parameters and FLOPs left
 (FLOPs counting only multiply-adds with a non-zero weight); pruning and training seconds.
 
-    python benchmarks/prune_at_init_cifar.py --train-images 10000 --epochs 15 --seeds 0 \\
+    python -m benchmarks.prune_at_init_cifar --train-images 10000 --epochs 15 --seeds 0 \\
         --out benchmarks/results/prune_at_init_cifar.json
 
 Time, estimated from a timed run of this script (``--methods px,synflow --densities 0.02
@@ -51,12 +51,11 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import lightning as L
 import torch
 
-from benchmarks.cifar10_distill import FitTimer, RunsFile, parse_list, spread, subset_file
+from benchmarks.common import (FitTimer, code_version, fmt, machine_info, now_iso, parse_list, print_table, runs_file, set_threads, spread,
+                               subset_file, write_json)
 from das.cli import guarded
 from das.data import probe_batches
 from das.data.datamodule import DasDataModule
@@ -69,8 +68,6 @@ from das.prune.masked_run import mask_student
 from das.prune.sizes import density_section, masked_size
 from das.prune.steps import test_batch_count
 from das.evaluate import top1_accuracy
-from das.report.output import fmt, print_table, write_json
-from das.report.provenance import code_version, machine_info, now_iso, set_threads
 
 METHODS = ("px", "snip", "synflow", "random")
 DENSITIES = (0.1, 0.05, 0.02)
@@ -195,7 +192,7 @@ def main(argv: Sequence[str]) -> int:
                 "epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "warmup_epochs": args.warmup_epochs,
                 "limit_batches": args.limit_batches, "rounds": args.rounds, "probe_batches": args.probe_batches,
                 "probe_batch_size": args.probe_batch_size, "scope": "global"}
-    runs = RunsFile(out.with_name(out.name.removesuffix(".json") + ".runs.jsonl"), identity)
+    runs = runs_file(out, identity)
     pool = args.train_images + args.val_images
     data = DasDataModule(dataset="npz", train_file=str(subset_file(Path(args.train_file), pool, args.data_seed, work / "data")),
                          test_file=args.test_file, batch_size=args.batch_size, val_fraction=args.val_images / pool, seed=args.data_seed)

@@ -15,12 +15,11 @@ from pathlib import Path
 
 import optuna
 
-# Benchmark the checkout this script lives in, not whichever das an install points at.
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from das.errors import DasError
+from das.search.study import make_storage
 
-from das.errors import DasError  # noqa: E402
-from das.search.study import make_storage  # noqa: E402
+# The checkout that holds these benchmarks: its search.py is the one measured.
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def search_command(config: str, teacher_checkpoint: str | None, run_dir: Path, trials: int, extra: str = "",
@@ -79,10 +78,3 @@ def scored(trials: list[optuna.trial.FrozenTrial]) -> list[optuna.trial.FrozenTr
 def worker_pid(trial: optuna.trial.FrozenTrial) -> int | None:
     worker = trial.user_attrs.get("worker")
     return int(worker.rpartition(":")[2]) if worker else None
-
-
-def load_average() -> list[float] | None:
-    try:
-        return [round(x, 2) for x in os.getloadavg()]
-    except OSError:
-        return None

@@ -39,7 +39,7 @@ The teacher's test accuracy, a log line of every search that enters no score, is
 846 exact CIFAR-10 test images (a few seconds) rather than on ``test_jpeg.npz``'s 10,000 (~2 min at
 load 7), which would have added over an hour to the run.
 
-    python benchmarks/search_proof.py --threads 1 --no-progress --out benchmarks/results/search_proof.json
+    python -m benchmarks.search_proof --threads 1 --no-progress --out benchmarks/results/search_proof.json
 
 Each finished search is appended to ``OUT.runs.jsonl`` (first line: the settings; a file written
 with other settings is refused) and the results JSON rewritten after it; rerunning the command
@@ -77,22 +77,16 @@ from typing import Any
 if "--no-progress" in sys.argv[1:]:
     os.environ.setdefault("TQDM_DISABLE", "1")
 
-# Benchmark the checkout this script lives in, not whichever das an install points at.
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
 import optuna  # noqa: E402
 import yaml  # noqa: E402
 
-from benchmarks.cifar10_distill import RunsFile, parse_list, spread  # noqa: E402
-from benchmarks.nb201_correlation import read_accuracy_csv  # noqa: E402
+from benchmarks.common import (code_version, fmt, machine_info, now_iso, parse_list, print_table, read_accuracy_csv, runs_file, set_threads,
+                               spread, write_json)  # noqa: E402
 from das.cli import guarded  # noqa: E402
 from das.data import DasDataModule  # noqa: E402
 from das.errors import DasError  # noqa: E402
 from das.paths import shared_data_dir  # noqa: E402
 from das.report.inputs import require_file  # noqa: E402
-from das.report.output import fmt, print_table, write_json  # noqa: E402
-from das.report.provenance import code_version, machine_info, now_iso, set_threads  # noqa: E402
 from das.search import BudgetConfig, SpaceConfig, StudyConfig, TeacherConfig  # noqa: E402
 from das.search.ledger import INFEASIBLE, KIND  # noqa: E402
 from das.search.reference import REFERENCE_FILE  # noqa: E402
@@ -101,6 +95,9 @@ from das.spaces import create_space  # noqa: E402
 from das.spaces.nb201 import parse_arch  # noqa: E402
 from das.spec import ArchSpec  # noqa: E402
 from das.stats import count_flops, meta_params  # noqa: E402
+
+# The checkout that holds these benchmarks: its shipped configs are the ones searched with.
+ROOT = Path(__file__).resolve().parent.parent
 
 #: The shipped config whose probe settings each objective searches with.
 CONFIGS: dict[str, str] = {
@@ -443,7 +440,7 @@ def main(argv: Sequence[str]) -> int:
     identity = {"benchmark": "search_proof", "space": {"name": "nb201", "C": args.C, "N": args.N}, "trials": args.trials,
                 "train_file": Path(args.train_file).name, "teacher_checkpoint": Path(args.teacher_checkpoint).name,
                 "probe": probes, "rejection_samples": args.rejection_samples}
-    runs = RunsFile(out.with_name(out.name.removesuffix(".json") + ".runs.jsonl"), identity)
+    runs = runs_file(out, identity)
     datas: dict[tuple, DasDataModule] = {}
     code = code_version()
 

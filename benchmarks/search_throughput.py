@@ -14,7 +14,7 @@ and ``speedup`` = scored_per_min of each setup over the first one's. Timings on 
 are noisy: the load average before and after is recorded. ``postgres`` starts a throwaway server
 on loopback (:mod:`benchmarks.pgserver`) unless ``--postgres-url`` names one.
 
-    python benchmarks/search_throughput.py --trials 200 --setups journal:1,journal:2,postgres:2 \\
+    python -m benchmarks.search_throughput --trials 200 --setups journal:1,journal:2,postgres:2 \\
         --out benchmarks/results/search_throughput.json
 """
 
@@ -31,14 +31,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from benchmarks.pgserver import throwaway_server  # noqa: E402
-from benchmarks.search_bench import ROOT, load_average, load_trials, prepare_teacher, scored, search_command, start  # noqa: E402
-from das.cli import guarded  # noqa: E402
-from das.errors import DasError  # noqa: E402
-from das.report.output import print_table, write_json  # noqa: E402
-from das.report.provenance import code_version, machine_info, now_iso  # noqa: E402
+from benchmarks.common import code_version, load_average, machine_info, now_iso, print_table, write_json
+from benchmarks.pgserver import throwaway_server
+from benchmarks.search_bench import ROOT, load_trials, prepare_teacher, scored, search_command, start
+from das.cli import guarded
+from das.errors import DasError
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:

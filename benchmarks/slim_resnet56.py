@@ -12,7 +12,7 @@ with the L1 penalty on γ, so by default it is slimmed as it is; ``--sparse-epoc
 it N epochs with ``bn_l1`` (``--bn-l1``, alone), and then that sparse-trained network is both the
 one slimmed and the teacher (prune.py's rule: distil from the network that was cut).
 
-    python benchmarks/slim_resnet56.py --ratios 0.3,0.5 --epochs 5 --seeds 0 \\
+    python -m benchmarks.slim_resnet56 --ratios 0.3,0.5 --epochs 5 --seeds 0 \\
         --out benchmarks/results/slim_resnet56.json
 
 Time, estimated from a timed run of this script (``--ratios 0.5 --train-images 1280 --val-images
@@ -52,11 +52,10 @@ from itertools import islice
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
 import lightning as L
 
-from benchmarks.cifar10_distill import LOGIT_TERMS, FitTimer, RunsFile, parse_list, spread, subset_file
+from benchmarks.common import (LOGIT_TERMS, FitTimer, ResultsFile, code_version, fmt, machine_info, now_iso, parse_list, print_table,
+                               runs_file, set_threads, spread, subset_file, write_json)
 from das.cli import guarded
 from das.data.datamodule import DasDataModule
 from das.distill.fit import export_student, fit_and_test, make_trainer
@@ -66,8 +65,6 @@ from das.evaluate import top1_accuracy
 from das.models import build_model
 from das.paths import shared_data_dir
 from das.prune.slim import SlimConfig, save_pruned, slim
-from das.report.output import fmt, print_table, write_json
-from das.report.provenance import code_version, machine_info, now_iso, set_threads
 from das.stats import count_flops, count_params
 
 #: What each variant trains the slimmed network with.
@@ -117,7 +114,7 @@ def trainer_for(args: argparse.Namespace, root: Path, epochs: int) -> L.Trainer:
     return make_trainer(root, epochs, accelerator=args.accelerator, progress=not args.no_progress, num_sanity_val_steps=0, **limits)
 
 
-def unpruned_network(args: argparse.Namespace, data: DasDataModule, runs: RunsFile, work: Path) -> str:
+def unpruned_network(args: argparse.Namespace, data: DasDataModule, runs: ResultsFile, work: Path) -> str:
     """The weights file of the network that is slimmed (and teaches): the checkpoint, or its sparse-trained copy."""
     if args.sparse_epochs == 0:
         return args.checkpoint
@@ -139,7 +136,7 @@ def unpruned_network(args: argparse.Namespace, data: DasDataModule, runs: RunsFi
     return str(path)
 
 
-def slimmed_network(args: argparse.Namespace, data: DasDataModule, runs: RunsFile, work: Path, unpruned: str, ratio: float) -> Path:
+def slimmed_network(args: argparse.Namespace, data: DasDataModule, runs: ResultsFile, work: Path, unpruned: str, ratio: float) -> Path:
     """``pruned-<ratio>.pt`` (slimming is deterministic: redone if the file is gone), its record in the runs file."""
     path = work / f"pruned-{ratio:g}.pt"
     if runs.find(kind="slim", ratio=ratio) is not None and path.is_file():
@@ -198,7 +195,7 @@ def main(argv: Sequence[str]) -> int:
                 "train_images": args.train_images, "val_images": args.val_images, "data_seed": args.data_seed, "epochs": args.epochs,
                 "batch_size": args.batch_size, "lr": args.lr, "warmup_epochs": args.warmup_epochs, "limit_batches": args.limit_batches,
                 "logit_terms": LOGIT_TERMS}
-    runs = RunsFile(out.with_name(out.name.removesuffix(".json") + ".runs.jsonl"), identity)
+    runs = runs_file(out, identity)
     pool = args.train_images + args.val_images
     data = DasDataModule(dataset="npz", train_file=str(subset_file(Path(args.train_file), pool, args.data_seed, work / "data")),
                          test_file=args.test_file, batch_size=args.batch_size, val_fraction=args.val_images / pool, seed=args.data_seed)

@@ -17,10 +17,10 @@ import das.search.objective as objective_module
 import das.stats
 from das.errors import DasError
 from das.search import SpaceConfig, run_search
+from das.search.checks import make_space
 from das.search.config import BudgetConfig
 from das.search.ledger import DUPLICATE, INFEASIBLE, SCORED, Ledger
 from das.search.objective import Objective
-from das.search.run import make_space
 from das.search.study import journal_storage
 from das.spaces import create_space
 from das.spaces.nb201 import EDGES, parse_arch

@@ -18,9 +18,9 @@ from das.errors import DasError
 from das.features import FeatureTap, feature_points, final_point
 from das.models import build_model
 from das.proxies import score
+from das.search.checks import make_space
 from das.search.config import BudgetConfig, SpaceConfig
 from das.search.objective import Objective
-from das.search.run import make_space
 from das.spaces import SPACES, create_space
 from das.spaces.timm_space import TimmSpace
 from das.spec import ArchSpec

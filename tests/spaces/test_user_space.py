@@ -20,9 +20,9 @@ from das.distill import command as train
 from das.errors import DasError
 from das.features import feature_points
 from das.models import build_model
+from das.search.checks import make_space
 from das.search.config import BudgetConfig, SpaceConfig
 from das.search.objective import Objective
-from das.search.run import make_space
 from das.spaces import SPACES, SearchSpace, create_space
 from das.spaces.user import UserSpace
 from das.spec import ArchSpec

@@ -144,7 +144,7 @@ def check_budget_reachable(space, name: str, budget: BudgetConfig, num_classes: 
     and no convolutions, the fewest FLOPs too). A space without one (a user's define-by-run
     function) has :data:`BUDGET_DRAWS` random members sized on the meta device instead: if
     none is within the budget, it is refused; if a few are, the search stops once it has found
-    them all (see :mod:`das.search.objective`).
+    them all (see :mod:`das.search.trial_objective`).
     """
     if budget.max_params is None and budget.max_flops is None:
         return

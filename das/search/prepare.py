@@ -17,21 +17,21 @@ import optuna
 from das.data import DasDataModule, probe_batches
 from das.proxies import PROXIES
 from das.proxies.diswot import DisWOTReference, check_teacher_init
-from das.search.calibrate import Calibration, check_calibrate, check_calibration_data
-from das.search.calibrate import calibrate as run_calibration
+from das.search.calibration_step import Calibration, check_calibrate, check_calibration_data
+from das.search.calibration_step import calibrate as run_calibration
 from das.search.checks import (
     check_budget_reachable, check_budget_values, check_space_runs, check_study, check_writable, make_space, resolve_device,
 )
 from das.search.config import BudgetConfig, CalibrateConfig, SpaceConfig, StudyConfig, TeacherConfig
+from das.search.directions import check_objectives, directions, objective_names
 from das.search.grid import GridSpecs
 from das.search.ledger import Ledger, tally
-from das.search.objective import Objective
-from das.search.objectives import check_objectives, directions, objective_names
 from das.search.reference import load_or_build_reference
 from das.search.resume import check_same_settings, remember_scored, score_settings, space_source, store_settings, trial_key
 from das.search.study import check_sampler, make_storage, open_study, release_dead_trials
-from das.search.teacher import check_teacher, prepare_teacher
 from das.search.teacher_identity import check_same_teacher, check_teacher_here, teacher_accuracy
+from das.search.teacher_training import check_teacher, prepare_teacher
+from das.search.trial_objective import TrialObjective
 
 
 @dataclass
@@ -40,7 +40,7 @@ class Prepared:
 
     run_dir: Path
     optuna_study: optuna.Study
-    objective: Objective
+    objective: TrialObjective
     ledger: Ledger
     key_of: Any
     proxies: list[str]
@@ -129,7 +129,7 @@ def prepare_search(run_dir: str | Path, data: DasDataModule, teacher: TeacherCon
         check_same_settings(optuna_study, settings)
     key_of = trial_key(search_space)
     ledger = Ledger(study.trials, key_of, release=release_dead_trials)
-    objective = Objective(search_space, batches, reference, proxies, budget, num_classes, input_shape, dev, study.seed,
+    objective = TrialObjective(search_space, batches, reference, proxies, budget, num_classes, input_shape, dev, study.seed,
                           ensemble_reference, objectives=names, ledger=ledger, grid=grid)
     remember_scored(optuna_study, objective, key_of, log)
     store_settings(optuna_study, settings)

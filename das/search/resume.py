@@ -18,12 +18,12 @@ from tqdm.auto import tqdm
 from das.calibrate.results import flatten
 from das.data import DasDataModule
 from das.errors import DasError
-from das.search.calibrate import calibrate_settings
+from das.search.calibration_step import calibrate_settings
 from das.search.config import BudgetConfig, CalibrateConfig, StudyConfig, TeacherConfig
+from das.search.directions import objective_names
 from das.search.ledger import DUPLICATE, INFEASIBLE, SCORED, kind_of
-from das.search.objective import Candidate, Objective
-from das.search.objectives import objective_names
 from das.search.results import RESCORED, rescored, trial_scores
+from das.search.trial_objective import Candidate, TrialObjective
 from das.spaces import SearchSpace
 from das.spec import ArchSpec
 
@@ -121,7 +121,7 @@ def store_settings(optuna_study: optuna.Study, settings: dict[str, Any]) -> None
         optuna_study.set_user_attr("settings", {**stored, **settings})
 
 
-def remember_scored(optuna_study: optuna.Study, objective: Objective, key_of, log=print) -> None:
+def remember_scored(optuna_study: optuna.Study, objective: TrialObjective, key_of, log=print) -> None:
     """On resume, reuse what the stored trials learnt (scores; the size of over-budget ones), and add missing proxies.
 
     A study resumed with more proxies in ``study.report`` scores only those on its stored

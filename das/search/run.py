@@ -16,8 +16,8 @@ from das.data import DasDataModule
 from das.errors import DasError
 from das.search.checks import budget_text, check_workers
 from das.search.config import BudgetConfig, CalibrateConfig, SpaceConfig, StudyConfig, TeacherConfig
+from das.search.directions import directions
 from das.search.ledger import tally
-from das.search.objectives import directions
 from das.search.optimize import optimize_here
 from das.search.pareto import write_pareto
 from das.search.plots import write_plots
@@ -45,7 +45,7 @@ def run_search(
     The study scores ``study.trials`` distinct architectures within the budget
     (:mod:`das.search.ledger`), or stops earlier when the space has no more (said in one line).
     With ``calibrate.students`` > 0 the objective is chosen first by a calibration on this space
-    (:mod:`das.search.calibrate`); ``study.objective`` is kept unless a proxy beats ``params``
+    (:mod:`das.search.calibration_step`); ``study.objective`` is kept unless a proxy beats ``params``
     by more than the noise.
 
     With ``workers`` > 1 this process does everything up to the trials (checks, teacher,

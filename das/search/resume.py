@@ -54,10 +54,10 @@ def trial_key(space: SearchSpace):
         key = trial.user_attrs.get("key")
         if key is not None:
             return key
-        if trial._trial_id not in cache:
+        if trial.number not in cache:
             arch = trial.user_attrs.get("arch")
-            cache[trial._trial_id] = space.canonical(ArchSpec.from_json(arch)) if arch else None
-        return cache[trial._trial_id]
+            cache[trial.number] = space.canonical(ArchSpec.from_json(arch)) if arch else None
+        return cache[trial.number]
 
     return key_of
 

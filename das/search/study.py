@@ -60,8 +60,8 @@ def check_sampler(name: str) -> None:
         raise DasError(f"study.sampler={name!r} is not a sampler: {hint}accepted: {', '.join(SAMPLERS)}")
 
 
-def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
-    """The named sampler, tagging each trial with its worker.
+def make_sampler(name: str, seed: int, storage: optuna.storages.BaseStorage) -> SearchSampler:
+    """The named sampler, tagging each trial of the study in ``storage`` with its worker (:class:`SearchSampler`).
 
     Optuna >= 5's TPE and NSGA-II read the constraints the objective sets with
     ``trial.set_constraint`` and rank over-budget trials as infeasible, so they steer away from
@@ -70,39 +70,64 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     """
     check_sampler(name)
     if name == "tpe":
-        return WorkerTagging(optuna.samplers.TPESampler(seed=seed))
+        return SearchSampler(optuna.samplers.TPESampler(seed=seed), storage)
     if name == "nsga2":
-        return WorkerTagging(optuna.samplers.NSGAIISampler(seed=seed))
-    return WorkerTagging(optuna.samplers.RandomSampler(seed=seed))
+        return SearchSampler(optuna.samplers.NSGAIISampler(seed=seed), storage)
+    return SearchSampler(optuna.samplers.RandomSampler(seed=seed), storage)
 
 
-class WorkerTagging(optuna.samplers.BaseSampler):
-    """A sampler that tags each new trial with its worker (``host:pid``) the moment it exists.
+class SearchSampler(optuna.samplers.BaseSampler):
+    """The configured sampler, plus two duties of the search's: tag each trial with its worker, replay a dead trial's params.
 
-    Optuna calls ``before_trial`` right after the storage creates a trial, before any sampling,
-    so a process killed later always leaves a tagged trial that :func:`release_dead_trials` can
-    judge by its pid. Everything else is the wrapped sampler's.
+    - Each new trial is tagged with its worker (``host:pid``) the moment it exists: Optuna calls
+      ``before_trial`` right after the storage creates a trial, before any sampling, so a process
+      killed later always leaves a tagged trial that :func:`release_dead_trials` can judge by its
+      pid. The tag is written through ``storage``, the storage the study was opened on.
+    - A trial that retries a dead trial's architecture (:mod:`das.search.ledger`) is given the
+      dead trial's params (:meth:`replay`): the space's ``suggest`` then draws the same
+      architecture and the trial records the same params, so TPE and NSGA-II learn from it like
+      any trial. This is what ``study.enqueue_trial`` does for a trial not yet created.
+
+    Everything else is the wrapped sampler's.
     """
 
-    def __init__(self, sampler: optuna.samplers.BaseSampler) -> None:
+    def __init__(self, sampler: optuna.samplers.BaseSampler, storage: optuna.storages.BaseStorage) -> None:
         self.sampler = sampler
-        self.created: set[int] = set()  # this process's trials, even one a Ctrl-C cut off before its tag
+        self.storage = storage
+        self.created: set[int] = set()  # numbers of this process's trials, even one a Ctrl-C cut off before its tag
+        self.replays: dict[int, dict[str, Any]] = {}  # trial number -> the params it replays
+        self._study_ids: dict[str, int] = {}
+
+    def replay(self, trial: optuna.Trial, params: dict[str, Any]) -> None:
+        """Make ``trial``'s ``suggest_*`` calls return ``params`` (a dead trial's), before its first one."""
+        self.replays[trial.number] = dict(params)
 
     def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        self.created.add(trial._trial_id)
-        study._storage.set_trial_user_attr(trial._trial_id, "worker", worker_id())
+        self.created.add(trial.number)
+        if study.study_name not in self._study_ids:
+            self._study_ids[study.study_name] = self.storage.get_study_id_from_name(study.study_name)
+        trial_id = self.storage.get_trial_id_from_study_id_trial_number(self._study_ids[study.study_name], trial.number)
+        self.storage.set_trial_user_attr(trial_id, "worker", worker_id())
         self.sampler.before_trial(study, trial)
 
     def infer_relative_search_space(self, study, trial):  # type: ignore[no-untyped-def]
+        if trial.number in self.replays:  # every param is replayed: the wrapped sampler is not consulted
+            return {}
         return self.sampler.infer_relative_search_space(study, trial)
 
     def sample_relative(self, study, trial, search_space):  # type: ignore[no-untyped-def]
+        if trial.number in self.replays:
+            return {}
         return self.sampler.sample_relative(study, trial, search_space)
 
     def sample_independent(self, study, trial, param_name, param_distribution):  # type: ignore[no-untyped-def]
+        replayed = self.replays.get(trial.number, {})
+        if param_name in replayed:
+            return replayed[param_name]
         return self.sampler.sample_independent(study, trial, param_name, param_distribution)
 
     def after_trial(self, study, trial, state, values):  # type: ignore[no-untyped-def]
+        self.replays.pop(trial.number, None)
         self.sampler.after_trial(study, trial, state, values)
 
     def reseed_rng(self) -> None:
@@ -147,16 +172,21 @@ class FlockLock:
         self._thread_lock.release()
 
 
-def journal_storage(path: str | Path) -> JournalStorage:
-    """A journal file storage at an absolute ``path``, locked with flock (or, without fcntl, a 10 s grace lock)."""
+def journal_lock(path: str | Path) -> FlockLock | JournalFileOpenLock:
+    """The lock of the journal file at ``path`` (made absolute): a flock, or, without fcntl, a 10 s grace lock."""
     path = os.path.abspath(path)
     try:
         import fcntl  # noqa: F401  (POSIX only)
 
-        lock = FlockLock(path)
+        return FlockLock(path)
     except ImportError:
-        lock = JournalFileOpenLock(path, grace_period=10)  # type: ignore[assignment]  # appends take milliseconds; 10 s means its holder died
-    return JournalStorage(JournalFileBackend(path, lock_obj=lock))  # type: ignore[arg-type]
+        return JournalFileOpenLock(path, grace_period=10)  # appends take milliseconds; 10 s means its holder died
+
+
+def journal_storage(path: str | Path) -> JournalStorage:
+    """A journal file storage at an absolute ``path``, locked with :func:`journal_lock`."""
+    path = os.path.abspath(path)
+    return JournalStorage(JournalFileBackend(path, lock_obj=journal_lock(path)))  # type: ignore[arg-type]
 
 
 def _split_password(url: str) -> tuple[str, str | None]:
@@ -236,7 +266,7 @@ def open_study(storage: optuna.storages.BaseStorage, name: str, sampler: str, se
     directions = directions or ["maximize"]
     try:
         study = optuna.create_study(
-            storage=storage, study_name=name, sampler=make_sampler(sampler, seed),
+            storage=storage, study_name=name, sampler=make_sampler(sampler, seed, storage),
             directions=directions, load_if_exists=True,
         )
     except (ValueError, RuntimeError) as err:
@@ -274,17 +304,15 @@ def _alive(worker: str) -> bool:
 def release_dead_trials(study: optuna.Study, untagged_after: timedelta = timedelta(seconds=5)) -> int:
     """Stop counting RUNNING trials whose process has died; return how many (on this machine).
 
-    A trial is tagged with its worker by :class:`WorkerTagging` as the storage creates it; one
+    A trial is tagged with its worker by :class:`SearchSampler` as the storage creates it; one
     still untagged ``untagged_after`` later lost its process in that gap (or was made by another
     tool). Such trials are recorded as PRUNED. On an RDB storage, trials whose heartbeat stopped
     (another machine's dead worker) are failed as well (Optuna's ``fail_stale_trials``). The
     search calls this at its start and end, and every worker at the start of each trial.
     """
-    heartbeat = getattr(study._storage, "get_heartbeat_interval", None)  # RDB storages (Optuna's BaseHeartbeat)
-    if callable(heartbeat) and heartbeat() is not None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # a no-op on a storage without a heartbeat (a journal file)
     now = datetime.now()
 
     def dead(trial: optuna.trial.FrozenTrial) -> bool:
@@ -300,9 +328,9 @@ def release_own_trials(study: optuna.Study) -> int:
     """Stop counting this process's trials still RUNNING after its optimize loop (Ctrl-C between
     Optuna creating a trial and running it leaves one); return how many."""
     sampler = study.sampler
-    if not isinstance(sampler, WorkerTagging):
+    if not isinstance(sampler, SearchSampler):
         return 0
-    return _prune_running(study, lambda trial: trial._trial_id in sampler.created)
+    return _prune_running(study, lambda trial: trial.number in sampler.created)
 
 
 def _prune_running(study: optuna.Study, which: Callable[[optuna.trial.FrozenTrial], bool]) -> int:

@@ -36,6 +36,7 @@ from das.search.directions import directions as directions_of
 from das.search.directions import worst
 from das.search.grid import GridSpecs, taken_keys
 from das.search.ledger import DUPLICATE, INFEASIBLE, KIND, RETRY_OF, SURPLUS, Ledger, Retry
+from das.search.study import SearchSampler
 from das.spaces import SearchSpace
 from das.spec import ArchSpec
 from das.stats import count_flops, count_params, forward_latency_ms, meta_params
@@ -176,13 +177,14 @@ class TrialObjective:
         """The dead trial's architecture for ``trial``, drawn through the space with its params fixed.
 
         Drawing it through ``space.suggest`` records the same params on the new trial, so TPE and
-        NSGA-II learn from it like any trial. The grid asks for no params; and should Optuna's
-        trial no longer take fixed params (a private attribute), the spec is rebuilt from its JSON
-        and the trial has no params.
+        NSGA-II learn from it like any trial (the study's :class:`~das.search.study.SearchSampler`
+        replays them). The grid asks for no params; and on a study opened with another sampler,
+        the spec is rebuilt from its JSON and the trial has no params.
         """
         trial.set_user_attr(RETRY_OF, retry.number)
-        if self.grid is None and retry.params and isinstance(getattr(trial, "_fixed_params", None), dict):
-            trial._fixed_params = {**retry.params, **trial._fixed_params}  # what enqueue_trial would have set
+        sampler = trial.study.sampler
+        if self.grid is None and retry.params and isinstance(sampler, SearchSampler):
+            sampler.replay(trial, retry.params)
             spec = self.space.suggest(trial)
         else:
             spec = ArchSpec.from_json(retry.arch)

@@ -19,7 +19,8 @@ from das.data import DasDataModule
 from das.errors import DasError
 from das.evaluate import top1_accuracy
 from das.search import BudgetConfig, SpaceConfig, StudyConfig, TeacherConfig, run_search
-from das.search.study import journal_lock, journal_storage, worker_id
+from das.search.storage import journal_lock, journal_storage
+from das.search.study import worker_id
 from tests.tinynets import TinyNet
 
 

@@ -200,7 +200,7 @@ def _open_study(path: Path, what: str):
     import optuna
     import yaml
 
-    from das.search.study import hide_password, make_storage
+    from das.search.storage import hide_password, make_storage
 
     run_dir = path.parent
     config = run_dir / "search_config.yaml"

@@ -9,10 +9,10 @@ from das.calibrate.data import PopulationData
 from das.calibrate.population import train_population
 from das.calibrate.results import ResultsFile
 from das.calibrate.teacher_cache import TeacherCache, build_teacher_cache, cached_modules, teacher_outputs
-from das.calibrate.trainer import Objective, PairResult, Recipe, RunResult, train_pair, train_student
+from das.calibrate.trainer import CachedDistillObjective, PairResult, Recipe, RunResult, train_pair, train_student
 
 __all__ = [
-    "Objective",
+    "CachedDistillObjective",
     "PairResult",
     "PopulationData",
     "Recipe",

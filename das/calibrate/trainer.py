@@ -12,7 +12,7 @@ alone, with logit terms taken once per batch and feature terms on each feature p
 (:func:`~das.distill.module.make_pairs`, projected by
 :class:`~das.distill.pairing.FeatureProjectors`), averaged over the pairs. The teacher's side
 comes from a :class:`~das.calibrate.teacher_cache.TeacherCache` instead of a forward pass.
-:class:`Objective` is DistillModule's own objective (:mod:`das.distill.objective`) fed from the
+:class:`CachedDistillObjective` is DistillModule's own objective (:mod:`das.distill.objective`) fed from the
 cache; a test checks it gives DistillModule's loss on the same batch.
 
 A plain PyTorch loop, not Lightning: a population is many short runs, where a Trainer's set-up
@@ -39,8 +39,7 @@ from das.calibrate.teacher_cache import MAP_DTYPES, CachedBatch, TeacherCache
 from das.data.transforms import check_augment
 from das.distill.losses import LossConfig, LossSpec, LossValues
 from das.distill.module import DEFAULT_FEATURE_PAIRS, DEFAULT_LOSSES, FeaturePairs, alone_terms, make_pairs, needs_teacher
-from das.distill.objective import FEATURE_INPUTS
-from das.distill.objective import Objective as TermsObjective
+from das.distill.objective import FEATURE_INPUTS, DistillObjective
 from das.distill.optim import OptimConfig, build_optimizer, build_scheduler, param_groups
 from das.distill.pairing import FeaturePair, FeatureProjectors
 from das.errors import DasError
@@ -108,8 +107,8 @@ class Recipe:
                 "optim": optim, "augment": list(self.augment), "views": self.views, "map_dtype": self.map_dtype}
 
 
-class Objective(nn.Module):
-    """The Lightning module's objective (:class:`das.distill.objective.Objective`) on cached teacher outputs, with its projectors.
+class CachedDistillObjective(nn.Module):
+    """The Lightning module's objective (:class:`das.distill.objective.DistillObjective`) on cached teacher outputs, with its projectors.
 
     Args:
         spec: the recipe's losses.
@@ -119,7 +118,7 @@ class Objective(nn.Module):
 
     def __init__(self, spec: LossSpec, pairs: Sequence[FeaturePair], distill: bool) -> None:
         super().__init__()
-        self.objective = TermsObjective([t for t in spec.terms if t.weight > 0] if distill else alone_terms(spec))
+        self.objective = DistillObjective([t for t in spec.terms if t.weight > 0] if distill else alone_terms(spec))
         self.terms = self.objective.terms
         # As in DistillModule: one projector per pair whenever there is a teacher, used or not.
         self.pairs = list(pairs) if distill else []
@@ -211,7 +210,7 @@ def train_student(student: nn.Module, cache: TeacherCache, data: PopulationData,
             pairs = make_pairs(recipe.feature_pairs, feature_points(student, example), cache.teacher_points)
             if missing := sorted({p.teacher.module for p in pairs} - set(cache.modules)):
                 raise DasError(f"the teacher cache holds maps of {cache.modules} but the pairs read {missing}; build it with cached_modules(feature_pairs, ...)")
-        objective = Objective(recipe.loss_spec, pairs, distill)
+        objective = CachedDistillObjective(recipe.loss_spec, pairs, distill)
         fmt = torch.channels_last if channels_last else torch.contiguous_format
         student.to(device, memory_format=fmt)
         objective.to(device, memory_format=fmt)

@@ -46,7 +46,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch import nn
 
 from das.distill.losses import LossConfig, LossSpec, LossTerm, LossValues, bn_weights
-from das.distill.objective import FEATURE_INPUTS, PARAMETER_INPUTS, Objective, is_regulariser
+from das.distill.objective import FEATURE_INPUTS, PARAMETER_INPUTS, DistillObjective, is_regulariser
 from das.distill.optim import OptimConfig, build_optimizer, build_scheduler, param_groups, trainer_steps
 from das.distill.pairing import FeaturePair, FeatureProjectors, pair_by_names, pair_stages
 from das.distill.rng import rng_states, set_rng_states
@@ -231,7 +231,7 @@ class DistillModule(L.LightningModule):
         # One projector per pair (identity where widths agree); empty without a teacher. Built
         # whenever there is a teacher so a run's parameters and random draws do not depend on the weights.
         self.projectors = FeatureProjectors(self.pairs)
-        self.objective = Objective(self.terms)
+        self.objective = DistillObjective(self.terms)
         self.feature_terms = self.objective.feature_terms
         if channels_last:  # converts 4-D weights only; 2-D and 1-D ones have a single layout
             for net in (self.student, self.teacher, self.projectors):

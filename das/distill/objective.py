@@ -28,7 +28,7 @@ def is_regulariser(term: LossTerm) -> bool:
     return set(term.loss.needs) <= PARAMETER_INPUTS
 
 
-class Objective:
+class DistillObjective:
     """Σ weight · term over ``terms``: logit terms once, feature terms averaged over the feature pairs."""
 
     def __init__(self, terms: Sequence[LossTerm]) -> None:

@@ -2,7 +2,7 @@
 
 A candidate is on the front when no other feasible candidate is at least as good on every
 objective and better on one (Deb et al., NSGA-II, IEEE TEC 2002, §III-A), each objective in its
-own direction (:mod:`das.search.objectives`). Entries are ordered by the first objective, best
+own direction (:mod:`das.search.directions`). Entries are ordered by the first objective, best
 first (ties by trial number), and numbered from 1: ``train.py --model.student
 runs/x/pareto.json#3`` distils the third (read by :func:`das.models.pareto_spec`).
 """

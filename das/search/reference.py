@@ -26,6 +26,7 @@ from das.proxies import ENSEMBLE_MEMBERS, EnsembleReference, score
 from das.proxies.context import Batch
 from das.proxies.diswot import DisWOTReference
 from das.search.config import BudgetConfig
+from das.search.locks import exclusive
 from das.spaces import SearchSpace
 from das.spec import ArchSpec
 from das.stats import count_flops, count_params
@@ -109,8 +110,6 @@ def build_reference(
 def load_or_build_reference(run_dir: Path, log: Callable[[str], None], study: optuna.Study | None = None,
                             **build_args) -> EnsembleReference:
     """The study's reference (or the run directory's) if it has one with the same members, else a new one (saved to both)."""
-    from das.search.teacher import exclusive
-
     path = run_dir / REFERENCE_FILE
     with exclusive(run_dir / f".{REFERENCE_FILE}.lock"):  # one process of a run dir builds it, the others read it
         stored = study.user_attrs.get(REFERENCE_ATTR) if study is not None else None

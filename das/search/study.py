@@ -2,16 +2,14 @@
 
 Three things make a run directory safe to share and to kill:
 
-- the journal file is locked with ``flock`` on an absolute path, so a process killed while it
-  holds the lock (even ``kill -9``) releases it with its file descriptors and the next process
-  goes on at once (Optuna's default symlink lock, given a relative path, leaves a dangling link
-  whose stale-lock timeout never fires, and the rerun spins forever);
+- the storage's journal file is locked with ``flock`` (:mod:`das.search.storage`), so a process
+  killed while it holds the lock releases it and the next process goes on at once;
 - :class:`das.search.ledger.Ledger` keeps the study at ``study.trials`` distinct scored
   architectures however many processes join: Optuna numbers trials atomically, so a trial that
   finds ``total`` scored trials numbered before it stops its process instead of running;
 - :func:`release_dead_trials` stops counting a trial whose process died while it ran: on this
   machine at once, by its ``host:pid`` tag (a journal file has no heartbeat); on an RDB storage,
-  another machine's dead worker by Optuna's heartbeat (:data:`HEARTBEAT_S`, :data:`GRACE_S`).
+  another machine's dead worker by Optuna's heartbeat (:data:`das.search.storage.HEARTBEAT_S`).
   Every worker calls it at the start of each trial, so the architecture the dead trial was scoring
   is retried at once (:mod:`das.search.ledger`).
 
@@ -22,9 +20,7 @@ count (a duplicate architecture, one over budget) are tagged so (:mod:`das.searc
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import re
 import signal
 import socket
 import threading
@@ -32,12 +28,9 @@ import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.storages import JournalStorage
-from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from optuna.trial import TrialState
 
 from das.errors import DasError, close_matches_hint
@@ -45,12 +38,6 @@ from das.search.ledger import ERROR
 
 SAMPLERS = ("tpe", "random", "nsga2", "grid")
 
-STORAGE_FORMS = "a journal file (PATH.journal or PATH.log) or an RDB URL such as postgresql://USER:PASSWORD@HOST/DB or sqlite:///FILE.db"
-#: An RDB storage's heartbeat: each running trial says it is alive every HEARTBEAT_S seconds, and
-#: one silent for GRACE_S is failed by the next trial any worker starts (its architecture retried).
-HEARTBEAT_S, GRACE_S = 60, 180
-#: Seconds to wait for a database server to answer before saying it cannot be reached.
-CONNECT_TIMEOUT_S = 10
 
 
 def check_sampler(name: str) -> None:
@@ -60,8 +47,8 @@ def check_sampler(name: str) -> None:
         raise DasError(f"study.sampler={name!r} is not a sampler: {hint}accepted: {', '.join(SAMPLERS)}")
 
 
-def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
-    """The named sampler, tagging each trial with its worker.
+def make_sampler(name: str, seed: int, storage: optuna.storages.BaseStorage) -> SearchSampler:
+    """The named sampler, tagging each trial of the study in ``storage`` with its worker (:class:`SearchSampler`).
 
     Optuna >= 5's TPE and NSGA-II read the constraints the objective sets with
     ``trial.set_constraint`` and rank over-budget trials as infeasible, so they steer away from
@@ -70,159 +57,69 @@ def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
     """
     check_sampler(name)
     if name == "tpe":
-        return WorkerTagging(optuna.samplers.TPESampler(seed=seed))
+        return SearchSampler(optuna.samplers.TPESampler(seed=seed), storage)
     if name == "nsga2":
-        return WorkerTagging(optuna.samplers.NSGAIISampler(seed=seed))
-    return WorkerTagging(optuna.samplers.RandomSampler(seed=seed))
+        return SearchSampler(optuna.samplers.NSGAIISampler(seed=seed), storage)
+    return SearchSampler(optuna.samplers.RandomSampler(seed=seed), storage)
 
 
-class WorkerTagging(optuna.samplers.BaseSampler):
-    """A sampler that tags each new trial with its worker (``host:pid``) the moment it exists.
+class SearchSampler(optuna.samplers.BaseSampler):
+    """The configured sampler, plus two duties of the search's: tag each trial with its worker, replay a dead trial's params.
 
-    Optuna calls ``before_trial`` right after the storage creates a trial, before any sampling,
-    so a process killed later always leaves a tagged trial that :func:`release_dead_trials` can
-    judge by its pid. Everything else is the wrapped sampler's.
+    - Each new trial is tagged with its worker (``host:pid``) the moment it exists: Optuna calls
+      ``before_trial`` right after the storage creates a trial, before any sampling, so a process
+      killed later always leaves a tagged trial that :func:`release_dead_trials` can judge by its
+      pid. The tag is written through ``storage``, the storage the study was opened on.
+    - A trial that retries a dead trial's architecture (:mod:`das.search.ledger`) is given the
+      dead trial's params (:meth:`replay`): the space's ``suggest`` then draws the same
+      architecture and the trial records the same params, so TPE and NSGA-II learn from it like
+      any trial. This is what ``study.enqueue_trial`` does for a trial not yet created.
+
+    Everything else is the wrapped sampler's.
     """
 
-    def __init__(self, sampler: optuna.samplers.BaseSampler) -> None:
+    def __init__(self, sampler: optuna.samplers.BaseSampler, storage: optuna.storages.BaseStorage) -> None:
         self.sampler = sampler
-        self.created: set[int] = set()  # this process's trials, even one a Ctrl-C cut off before its tag
+        self.storage = storage
+        self.created: set[int] = set()  # numbers of this process's trials, even one a Ctrl-C cut off before its tag
+        self.replays: dict[int, dict[str, Any]] = {}  # trial number -> the params it replays
+        self._study_ids: dict[str, int] = {}
+
+    def replay(self, trial: optuna.Trial, params: dict[str, Any]) -> None:
+        """Make ``trial``'s ``suggest_*`` calls return ``params`` (a dead trial's), before its first one."""
+        self.replays[trial.number] = dict(params)
 
     def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        self.created.add(trial._trial_id)
-        study._storage.set_trial_user_attr(trial._trial_id, "worker", worker_id())
+        self.created.add(trial.number)
+        if study.study_name not in self._study_ids:
+            self._study_ids[study.study_name] = self.storage.get_study_id_from_name(study.study_name)
+        trial_id = self.storage.get_trial_id_from_study_id_trial_number(self._study_ids[study.study_name], trial.number)
+        self.storage.set_trial_user_attr(trial_id, "worker", worker_id())
         self.sampler.before_trial(study, trial)
 
     def infer_relative_search_space(self, study, trial):  # type: ignore[no-untyped-def]
+        if trial.number in self.replays:  # every param is replayed: the wrapped sampler is not consulted
+            return {}
         return self.sampler.infer_relative_search_space(study, trial)
 
     def sample_relative(self, study, trial, search_space):  # type: ignore[no-untyped-def]
+        if trial.number in self.replays:
+            return {}
         return self.sampler.sample_relative(study, trial, search_space)
 
     def sample_independent(self, study, trial, param_name, param_distribution):  # type: ignore[no-untyped-def]
+        replayed = self.replays.get(trial.number, {})
+        if param_name in replayed:
+            return replayed[param_name]
         return self.sampler.sample_independent(study, trial, param_name, param_distribution)
 
     def after_trial(self, study, trial, state, values):  # type: ignore[no-untyped-def]
+        self.replays.pop(trial.number, None)
         self.sampler.after_trial(study, trial, state, values)
 
     def reseed_rng(self) -> None:
         self.sampler.reseed_rng()
 
-
-class FlockLock:
-    """An exclusive ``flock`` on ``PATH.flock``: the kernel releases it when its process dies.
-
-    It has the journal lock interface (``acquire``, ``release``) that JournalFileBackend calls;
-    Optuna exports no base class for it.
-
-    Optuna's file locks are files that a killed process leaves behind; they are broken only after
-    a grace period. A flock cannot go stale, so nobody ever waits for a dead process.
-    """
-
-    def __init__(self, journal_path: str) -> None:
-        self._path = journal_path + ".flock"
-        self._fd: int | None = None
-        self._thread_lock = threading.Lock()  # flock is per open file; serialise this process's threads too
-
-    def acquire(self) -> bool:
-        import fcntl
-
-        self._thread_lock.acquire()
-        try:
-            fd = os.open(self._path, os.O_RDWR | os.O_CREAT, 0o644)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except BaseException:
-            self._thread_lock.release()
-            raise
-        self._fd = fd
-        return True
-
-    def release(self) -> None:
-        import fcntl
-
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
-        self._thread_lock.release()
-
-
-def journal_storage(path: str | Path) -> JournalStorage:
-    """A journal file storage at an absolute ``path``, locked with flock (or, without fcntl, a 10 s grace lock)."""
-    path = os.path.abspath(path)
-    try:
-        import fcntl  # noqa: F401  (POSIX only)
-
-        lock = FlockLock(path)
-    except ImportError:
-        lock = JournalFileOpenLock(path, grace_period=10)  # type: ignore[assignment]  # appends take milliseconds; 10 s means its holder died
-    return JournalStorage(JournalFileBackend(path, lock_obj=lock))  # type: ignore[arg-type]
-
-
-def _split_password(url: str) -> tuple[str, str | None]:
-    """``url`` with its password (``[scheme://]user:PASSWORD@host...``) replaced by ***, and the password."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        scheme, rest = "", url
-    userinfo, at, host = rest.rpartition("@")
-    if not at or ":" not in userinfo:
-        return url, None
-    user, _, password = userinfo.partition(":")
-    return f"{scheme}{sep}{user}:***@{host}", password or None
-
-
-def hide_password(url: str) -> str:
-    """``url`` with its password replaced by ***: a password never appears in a message."""
-    return _split_password(url)[0]
-
-
-def rdb_url(storage: str) -> str:
-    """The SQLAlchemy URL for ``storage``: a bare ``postgresql://`` gets the psycopg (3) driver when it is installed.
-
-    das's ``postgres`` extra installs psycopg; SQLAlchemy 2.0 would otherwise look for psycopg2
-    (2.1 looks for psycopg itself). A URL that names its driver (``postgresql+psycopg2://``) is kept.
-    """
-    scheme, sep, rest = storage.partition("://")
-    if scheme == "postgresql" and importlib.util.find_spec("psycopg") is not None:
-        return f"postgresql+psycopg{sep}{rest}"
-    return storage
-
-
-def make_storage(storage: str | None, run_dir: Path) -> optuna.storages.BaseStorage:
-    """A journal file in the run directory unless a storage is given.
-
-    A journal file is safe for several worker processes on one machine (SQLite is not); an RDB
-    URL such as PostgreSQL serves workers on several machines, with Optuna's heartbeat failing
-    the trials of a worker that died (:data:`HEARTBEAT_S`, :data:`GRACE_S`).
-    """
-    if storage is None:
-        return journal_storage(run_dir / "study.journal")
-    if storage.endswith((".journal", ".log")) and "://" not in storage:
-        Path(storage).parent.mkdir(parents=True, exist_ok=True)
-        return journal_storage(storage)
-    shown = hide_password(storage)
-    scheme = storage.partition("://")[0]
-    if "://" not in storage or not re.fullmatch(r"[A-Za-z][A-Za-z0-9+.-]*", scheme):
-        raise DasError(f"study.storage={shown!r} is neither a journal file nor a database URL; accepted: {STORAGE_FORMS}")
-    if scheme == "postgres":  # Heroku's spelling, which SQLAlchemy does not accept
-        raise DasError(f"study.storage={shown!r}: the scheme is postgresql://, not postgres:// (e.g. postgresql://USER:PASSWORD@HOST/DB)")
-    url = rdb_url(storage)
-    engine_kwargs: dict[str, Any] = {"pool_pre_ping": True}  # a search outlives idle connections the server drops
-    if scheme.startswith("postgresql"):
-        engine_kwargs["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}  # an unreachable host fails, not hangs
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeat_interval
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
-    except Exception as err:  # sqlalchemy and DB drivers raise many types; all mean "cannot use this URL"
-        reason = " ".join(str(err).split("\n")[0].split())
-        password = _split_password(storage)[1]
-        if password:
-            reason = reason.replace(password, "***")
-        if isinstance(err, ImportError) and scheme.startswith("postgresql"):
-            raise DasError(f"cannot open study.storage={shown!r}: no PostgreSQL driver is installed; "
-                           'pip install -e ".[postgres]" (psycopg) on every machine that runs a worker') from None
-        raise DasError(f"cannot open study.storage={shown!r} ({type(err).__name__}: {reason}); accepted: {STORAGE_FORMS}") from None
 
 
 def open_study(storage: optuna.storages.BaseStorage, name: str, sampler: str, seed: int,
@@ -236,7 +133,7 @@ def open_study(storage: optuna.storages.BaseStorage, name: str, sampler: str, se
     directions = directions or ["maximize"]
     try:
         study = optuna.create_study(
-            storage=storage, study_name=name, sampler=make_sampler(sampler, seed),
+            storage=storage, study_name=name, sampler=make_sampler(sampler, seed, storage),
             directions=directions, load_if_exists=True,
         )
     except (ValueError, RuntimeError) as err:
@@ -274,17 +171,15 @@ def _alive(worker: str) -> bool:
 def release_dead_trials(study: optuna.Study, untagged_after: timedelta = timedelta(seconds=5)) -> int:
     """Stop counting RUNNING trials whose process has died; return how many (on this machine).
 
-    A trial is tagged with its worker by :class:`WorkerTagging` as the storage creates it; one
+    A trial is tagged with its worker by :class:`SearchSampler` as the storage creates it; one
     still untagged ``untagged_after`` later lost its process in that gap (or was made by another
     tool). Such trials are recorded as PRUNED. On an RDB storage, trials whose heartbeat stopped
     (another machine's dead worker) are failed as well (Optuna's ``fail_stale_trials``). The
     search calls this at its start and end, and every worker at the start of each trial.
     """
-    heartbeat = getattr(study._storage, "get_heartbeat_interval", None)  # RDB storages (Optuna's BaseHeartbeat)
-    if callable(heartbeat) and heartbeat() is not None:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)  # a no-op on a storage without a heartbeat (a journal file)
     now = datetime.now()
 
     def dead(trial: optuna.trial.FrozenTrial) -> bool:
@@ -300,9 +195,9 @@ def release_own_trials(study: optuna.Study) -> int:
     """Stop counting this process's trials still RUNNING after its optimize loop (Ctrl-C between
     Optuna creating a trial and running it leaves one); return how many."""
     sampler = study.sampler
-    if not isinstance(sampler, WorkerTagging):
+    if not isinstance(sampler, SearchSampler):
         return 0
-    return _prune_running(study, lambda trial: trial._trial_id in sampler.created)
+    return _prune_running(study, lambda trial: trial.number in sampler.created)
 
 
 def _prune_running(study: optuna.Study, which: Callable[[optuna.trial.FrozenTrial], bool]) -> int:

@@ -51,9 +51,12 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from das.search.checks import resolve_device
 from das.search.config import BudgetConfig, CalibrateConfig, SpaceConfig, StudyConfig, TeacherConfig
 from das.search.ledger import tally
-from das.search.study import hide_password
+from das.search.optimize import optimize_here
+from das.search.prepare import Prepared, prepare_search
+from das.search.storage import hide_password
 
 #: Exit statuses a worker uses (das.cli's): 0 done, 1 a mistake, 130 interrupted.
 DONE, USER_ERROR, INTERRUPTED = 0, 1, 130
@@ -102,15 +105,13 @@ def thread_shares(total: int, count: int) -> list[int]:
 
 def worker_devices(device: str, count: int) -> list[str]:
     """Each worker's torch device: its own GPU when the device is CUDA without an index and several are visible."""
-    from das.search.run import resolve_device
-
     dev = resolve_device(device)
     if dev.type == "cuda" and dev.index is None and torch.cuda.device_count() > 1:
         return [f"cuda:{i % torch.cuda.device_count()}" for i in range(count)]
     return [str(dev)] * count
 
 
-def run_workers(prepared: Any, args: WorkerArgs, count: int, first_worker: int, log=print) -> Outcome:
+def run_workers(prepared: Prepared, args: WorkerArgs, count: int, first_worker: int, log=print) -> Outcome:
     """Start ``count`` workers on ``prepared``'s study, show their progress, and wait for every one of them."""
     study_cfg = args.study
     seeds = sampler_seeds(study_cfg.seed, first_worker, count)
@@ -148,7 +149,7 @@ def run_workers(prepared: Any, args: WorkerArgs, count: int, first_worker: int, 
     return outcome
 
 
-def _wait(workers: list[_Worker], prepared: Any, outcome: Outcome, log) -> None:
+def _wait(workers: list[_Worker], prepared: Prepared, outcome: Outcome, log) -> None:
     """Poll the workers until all have ended; a worker interrupted on its own interrupts the others."""
     study = prepared.optuna_study
     total = prepared.study.trials
@@ -294,7 +295,6 @@ def _die_with_parent(parent: int) -> None:
 def run_worker(payload: dict[str, Any]) -> dict[str, Any]:
     """Prepare the parent's search (everything is read back) and run trials until the study has its count."""
     from das.data import DasDataModule
-    from das.search.run import optimize_here, prepare_search
 
     configs = {"teacher": TeacherConfig, "space": SpaceConfig, "budget": BudgetConfig, "study": StudyConfig,
                "calibrate": CalibrateConfig}

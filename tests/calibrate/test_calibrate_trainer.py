@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from das.calibrate import Objective, Recipe, build_teacher_cache, train_pair
+from das.calibrate import CachedDistillObjective, Recipe, build_teacher_cache, train_pair
 from das.calibrate import trainer as trainer_module
 from das.calibrate.teacher_cache import TeacherCache
 from das.distill import DistillModule, LossSpec
@@ -51,7 +51,7 @@ def test_objective_is_distill_modules_loss_on_cached_outputs(data, students, dis
     assert module.hparams.losses == DEFAULT_LOSSES
     teacher = module.teacher if distill else copy.deepcopy(module.student)  # alone, the cache's teacher outputs go unread
     cache = build_teacher_cache(teacher, data, [p.teacher.module for p in module.pairs])
-    objective = Objective(LossSpec.from_config(DEFAULT_LOSSES), module.pairs, distill)
+    objective = CachedDistillObjective(LossSpec.from_config(DEFAULT_LOSSES), module.pairs, distill)
     objective.projectors.load_state_dict(module.projectors.state_dict())
     assert [t.name for t in objective.terms] == [t.name for t in module.terms]
     batch = cache.batch(torch.arange(16), torch.zeros(16, dtype=torch.int64))
@@ -95,7 +95,7 @@ def test_bn_l1_regulariser_reads_the_student_in_both_runs(data, teacher, student
     losses = {"ce": 0.5, "kd": {"weight": 0.5, "temperature": 4.0}, "bn_l1": 1e-2}
     cache = build_teacher_cache(teacher, data, [])
     student = students[0].build(10)
-    objective = Objective(LossSpec.from_config(losses), [], distill)
+    objective = CachedDistillObjective(LossSpec.from_config(losses), [], distill)
     batch = cache.batch(torch.arange(8), torch.zeros(8, dtype=torch.int64))
     logits = student(batch.images)
     got = objective(logits, [], batch, student)

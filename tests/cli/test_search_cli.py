@@ -22,7 +22,8 @@ import torch
 from optuna.trial import TrialState
 
 from das.cli import INTERRUPTED, USER_ERROR
-from das.search.study import journal_storage, release_dead_trials
+from das.search.storage import journal_storage
+from das.search.study import release_dead_trials
 from tests.tinynets import TinyNet
 
 ROOT = Path(__file__).resolve().parents[2]

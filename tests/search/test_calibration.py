@@ -13,7 +13,7 @@ import search
 from das.calibrate.calibration import choose_proxy, kendall, plot_ranking, write_ranking
 from das.cli import USER_ERROR, guarded
 from das.calibrate.trainer import train_student
-from das.search.calibrate import RESULTS
+from das.search.calibration_step import RESULTS
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -137,7 +137,7 @@ def test_calibration_end_to_end_on_the_digits_quickstart_and_its_resume(tmp_path
         trained.append(args[0])
         return train_student(*args, **kwargs)
 
-    monkeypatch.setattr("das.search.calibrate.train_student", counted)
+    monkeypatch.setattr("das.search.calibration_step.train_student", counted)
     assert search.main(argv) == 0
     assert len(trained) == 1 and "distilling 1 of 3 students" in capsys.readouterr().out
     assert (run / "calibration.csv").read_text() == table
@@ -146,8 +146,8 @@ def test_calibration_end_to_end_on_the_digits_quickstart_and_its_resume(tmp_path
     def refuse(*args, **kwargs):
         raise AssertionError("a finished calibration was trained again")
 
-    monkeypatch.setattr("das.search.calibrate.train_student", refuse)
-    monkeypatch.setattr("das.search.calibrate.build_teacher_cache", refuse)
+    monkeypatch.setattr("das.search.calibration_step.train_student", refuse)
+    monkeypatch.setattr("das.search.calibration_step.build_teacher_cache", refuse)
     assert search.main([*argv, "--study.trials", "3"]) == 0
     out = capsys.readouterr().out
     assert "already distilled" in out and (run / "calibration.csv").read_text() == table

@@ -19,7 +19,8 @@ from das.data import DasDataModule
 from das.errors import DasError
 from das.evaluate import top1_accuracy
 from das.search import BudgetConfig, SpaceConfig, StudyConfig, TeacherConfig, run_search
-from das.search.study import journal_storage, make_storage, worker_id
+from das.search.storage import journal_lock, journal_storage
+from das.search.study import worker_id
 from tests.tinynets import TinyNet
 
 
@@ -139,7 +140,7 @@ def test_a_journal_lock_holder_killed_with_sigkill_blocks_nobody(tmp_path, teach
     run_search(**tiny(run, teacher_ckpt, 1))
     pid = os.fork()
     if pid == 0:  # child: take the storage's own journal lock, then die holding it
-        make_storage(None, run)._backend._lock.acquire()
+        journal_lock(run / "study.journal").acquire()
         os.kill(os.getpid(), signal.SIGKILL)
     os.waitpid(pid, 0)
 

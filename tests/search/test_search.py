@@ -115,7 +115,7 @@ def test_too_few_probe_batches_are_refused_before_any_work(tmp_path) -> None:
 def test_the_trained_teacher_is_the_same_in_a_fresh_run_dir(tmp_path) -> None:
     import torch
 
-    from das.search.teacher import prepare_teacher
+    from das.search.teacher_training import prepare_teacher
 
     weights = []
     for name in ("a", "b"):

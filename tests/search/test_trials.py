@@ -13,15 +13,15 @@ import torch
 from optuna.trial import TrialState
 
 import das.proxies.flops as flops_module
-import das.search.objective as objective_module
+import das.search.trial_objective as objective_module
 import das.stats
 from das.errors import DasError
 from das.search import SpaceConfig, run_search
+from das.search.checks import make_space
 from das.search.config import BudgetConfig
 from das.search.ledger import DUPLICATE, INFEASIBLE, SCORED, Ledger
-from das.search.objective import Objective
-from das.search.run import make_space
-from das.search.study import journal_storage
+from das.search.storage import journal_storage
+from das.search.trial_objective import TrialObjective
 from das.spaces import create_space
 from das.spaces.nb201 import EDGES, parse_arch
 from das.spec import ArchSpec
@@ -74,7 +74,7 @@ def test_an_isomorphic_cell_reuses_its_score_without_a_proxy_and_uses_no_trial(c
     g = torch.Generator().manual_seed(0)
     batch = (torch.randn(8, 3, 8, 8, generator=g), torch.randint(0, 10, (8,), generator=g))
     ledger = Ledger(3, lambda t: t.user_attrs.get("key"))
-    objective = Objective(space, [batch], None, ["counting"], BudgetConfig(), 10, (3, 8, 8), torch.device("cpu"), ledger=ledger)
+    objective = TrialObjective(space, [batch], None, ["counting"], BudgetConfig(), 10, (3, 8, 8), torch.device("cpu"), ledger=ledger)
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
     for arch in (*ISOMORPHS, ISOMORPHS[0]):
         study.enqueue_trial(nb201_params(arch))
@@ -98,7 +98,7 @@ def test_flops_are_counted_once_per_candidate(monkeypatch) -> None:
     monkeypatch.setattr(flops_module, "count_flops", counted)
     space = create_space("nb201", C=2, N=1)
     batch = (torch.randn(8, 3, 8, 8), torch.randint(0, 10, (8,)))
-    objective = Objective(space, [batch], None, ["flops", "az_complexity"], BudgetConfig(), 10, (3, 8, 8), torch.device("cpu"))
+    objective = TrialObjective(space, [batch], None, ["flops", "az_complexity"], BudgetConfig(), 10, (3, 8, 8), torch.device("cpu"))
     candidate = objective.evaluate(space.spec(arch=ISOMORPHS[1]))
     assert len(calls) == 1 and candidate.scores["flops"] == candidate.scores["az_complexity"] == candidate.flops > 0
 

@@ -18,9 +18,9 @@ from das.errors import DasError
 from das.features import FeatureTap, feature_points, final_point
 from das.models import build_model
 from das.proxies import score
+from das.search.checks import make_space
 from das.search.config import BudgetConfig, SpaceConfig
-from das.search.objective import Objective
-from das.search.run import make_space
+from das.search.trial_objective import TrialObjective
 from das.spaces import SPACES, create_space
 from das.spaces.timm_space import TimmSpace
 from das.spec import ArchSpec
@@ -168,7 +168,7 @@ def test_scores_with_proxies_and_the_search_objective(one_thread) -> None:
     assert scores["params"] == count(model)
     assert math.isfinite(scores["snip"]) and scores["snip"] > 0
     # The search's own objective samples, builds and scores timm students.
-    objective = Objective(space, [(x, y)], None, ["params", "snip"], BudgetConfig(), 10, (3, 16, 16), torch.device("cpu"))
+    objective = TrialObjective(space, [(x, y)], None, ["params", "snip"], BudgetConfig(), 10, (3, 16, 16), torch.device("cpu"))
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
     study.optimize(objective, n_trials=2)
     for trial in study.trials:

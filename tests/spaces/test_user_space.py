@@ -20,9 +20,9 @@ from das.distill import command as train
 from das.errors import DasError
 from das.features import feature_points
 from das.models import build_model
+from das.search.checks import make_space
 from das.search.config import BudgetConfig, SpaceConfig
-from das.search.objective import Objective
-from das.search.run import make_space
+from das.search.trial_objective import TrialObjective
 from das.spaces import SPACES, SearchSpace, create_space
 from das.spaces.user import UserSpace
 from das.spec import ArchSpec
@@ -206,7 +206,7 @@ def test_scores_with_the_search_objective_and_pickles(user_module: str, one_thre
     space = create_space(f"{user_module}:space")
     g = torch.Generator().manual_seed(0)
     batch = (torch.randn(4, 3, 8, 8, generator=g), torch.randint(0, 10, (4,), generator=g))
-    objective = Objective(space, [batch], None, ["params", "snip"], BudgetConfig(), 10, (3, 8, 8), torch.device("cpu"))
+    objective = TrialObjective(space, [batch], None, ["params", "snip"], BudgetConfig(), 10, (3, 8, 8), torch.device("cpu"))
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
     study.optimize(objective, n_trials=3)
     for trial in study.trials:

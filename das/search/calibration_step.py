@@ -53,9 +53,9 @@ from das.proxies.diswot import DisWOTReference
 from das.proxies.ensemble import EnsembleReference
 from das.report.provenance import now_iso
 from das.search.config import BudgetConfig, CalibrateConfig, StudyConfig
-from das.search.objective import Objective
+from das.search.locks import exclusive
 from das.search.reference import in_budget_members
-from das.search.teacher import exclusive
+from das.search.trial_objective import TrialObjective
 from das.spaces import SearchSpace
 from das.spec import ArchSpec
 from das.stats import count_flops, count_params
@@ -180,7 +180,7 @@ def calibrate(
                                        "teacher_init": teacher_init,
                                        "ensemble_reference": None if ensemble_reference is None else ensemble_reference.settings})
     path = run_dir / RESULTS
-    scorer = Objective(space, batches, reference, proxies, budget, num_classes, input_shape, device, study.seed, ensemble_reference)
+    scorer = TrialObjective(space, batches, reference, proxies, budget, num_classes, input_shape, device, study.seed, ensemble_reference)
     with exclusive(path.with_name(".calibrating.lock")):
         try:
             results = ResultsFile(path, settings)
@@ -227,7 +227,7 @@ def _population_data(cfg: CalibrateConfig, data: DasDataModule) -> PopulationDat
 
 
 def _train(specs: list[ArchSpec], results: ResultsFile, population: PopulationData, recipe: Recipe, teacher: torch.nn.Module,
-           scorer: Objective, seed: int, num_classes: int, device: torch.device, log) -> None:
+           scorer: TrialObjective, seed: int, num_classes: int, device: torch.device, log) -> None:
     """Distil each student, score it, and append its record at once (a kill loses only the student in training)."""
     started = time.perf_counter()
     example = population.normalise(population.train.images[:2]).to(device)
@@ -249,7 +249,7 @@ def _train(specs: list[ArchSpec], results: ResultsFile, population: PopulationDa
             bar.update()
 
 
-def _scores(scorer: Objective, spec: ArchSpec, proxies: list[str]) -> dict[str, float]:
+def _scores(scorer: TrialObjective, spec: ArchSpec, proxies: list[str]) -> dict[str, float]:
     """``proxies`` of ``spec`` as the search scores them: fused, or one by one if one fails (nan: τ skips it)."""
     try:
         return scorer.score(scorer.build(spec), proxies)
@@ -264,7 +264,7 @@ def _scores(scorer: Objective, spec: ArchSpec, proxies: list[str]) -> dict[str, 
     return scores
 
 
-def _complete(results: ResultsFile, record: dict[str, Any], scorer: Objective) -> dict[str, Any]:
+def _complete(results: ResultsFile, record: dict[str, Any], scorer: TrialObjective) -> dict[str, Any]:
     """``record`` with every proxy scored: proxies registered after it was written are scored now and appended."""
     missing = [p for p in scorer.proxies if p not in record["scores"]]
     if not missing:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import signal
-from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
@@ -14,6 +13,7 @@ from das.distill.fit import export_student, fit_and_test, last_checkpoint, make_
 from das.distill.module import DistillModule
 from das.errors import DasError
 from das.search.config import TeacherConfig
+from das.search.locks import exclusive
 from teachers import create_teacher
 
 
@@ -39,23 +39,6 @@ def check_teacher(cfg: TeacherConfig, num_classes: int, sample: torch.Tensor) ->
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise DasError(f"teacher {cfg.spec!r} returns {got} for a batch; it must return logits of shape (batch, {num_classes})")
     return teacher if cfg.checkpoint is not None else None
-
-
-@contextmanager
-def exclusive(path: Path):
-    """Hold an flock on ``path`` (released by the kernel if this process dies); a no-op without fcntl."""
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
 
 
 def prepare_teacher(cfg: TeacherConfig, datamodule: L.LightningDataModule, num_classes: int,

@@ -1,4 +1,4 @@
-"""The search objective: sample a student, check its budget, and only then score it without training.
+"""The search's trial objective: sample a student, check its budget, and only then score it without training.
 
 One trial, in order of cost:
 
@@ -32,10 +32,11 @@ from das.proxies.context import Batch
 from das.proxies.diswot import DisWOTReference
 from das.proxies.ensemble import EnsembleReference
 from das.search.config import BudgetConfig
+from das.search.directions import directions as directions_of
+from das.search.directions import worst
 from das.search.grid import GridSpecs, taken_keys
 from das.search.ledger import DUPLICATE, INFEASIBLE, KIND, RETRY_OF, SURPLUS, Ledger, Retry
-from das.search.objectives import directions as directions_of
-from das.search.objectives import worst
+from das.search.study import SearchSampler
 from das.spaces import SearchSpace
 from das.spec import ArchSpec
 from das.stats import count_flops, count_params, forward_latency_ms, meta_params
@@ -83,8 +84,11 @@ def over_budget(params: int | None, flops: int | None, budget: BudgetConfig, lat
 
 
 @dataclass
-class Objective:
+class TrialObjective:
     """Callable for ``study.optimize``; returns the objective value(s) of one trial.
+
+    Also the scorer of candidates outside a trial (``build`` and ``score``: a resume's missing
+    proxies, the calibration's students), so they are scored exactly as a trial scores them.
 
     Isomorphic architectures (equal ``space.canonical``) are one architecture: scored once, the
     score reused without calling a proxy (see the module docstring).
@@ -173,13 +177,14 @@ class Objective:
         """The dead trial's architecture for ``trial``, drawn through the space with its params fixed.
 
         Drawing it through ``space.suggest`` records the same params on the new trial, so TPE and
-        NSGA-II learn from it like any trial. The grid asks for no params; and should Optuna's
-        trial no longer take fixed params (a private attribute), the spec is rebuilt from its JSON
-        and the trial has no params.
+        NSGA-II learn from it like any trial (the study's :class:`~das.search.study.SearchSampler`
+        replays them). The grid asks for no params; and on a study opened with another sampler,
+        the spec is rebuilt from its JSON and the trial has no params.
         """
         trial.set_user_attr(RETRY_OF, retry.number)
-        if self.grid is None and retry.params and isinstance(getattr(trial, "_fixed_params", None), dict):
-            trial._fixed_params = {**retry.params, **trial._fixed_params}  # what enqueue_trial would have set
+        sampler = trial.study.sampler
+        if self.grid is None and retry.params and isinstance(sampler, SearchSampler):
+            sampler.replay(trial, retry.params)
             spec = self.space.suggest(trial)
         else:
             spec = ArchSpec.from_json(retry.arch)

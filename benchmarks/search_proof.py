@@ -2,7 +2,7 @@
 
 A proxy that ranks well (``nb201_correlation.py``) is a necessary condition; the claim users care
 about is that a *search* picks a good network. So this script runs the real search
-(:func:`das.search.run.prepare_search`, ``optimize_here``, ``write_results``: ``run_search``'s
+(:func:`das.search.prepare.prepare_search`, ``optimize_here``, ``write_results``: ``run_search``'s
 one-process path) on ``nb201`` at the benchmark's width (C=16, N=5), CIFAR-10 probe images and
 the public CIFAR-10 ResNet-56 as teacher, and looks the picked architecture (``best_arch.json``)
 up in ``nb201_accuracy.csv`` (CIFAR-10 test accuracy, 200 epochs, mean over NB201's seeds):
@@ -23,7 +23,7 @@ up in ``nb201_accuracy.csv`` (CIFAR-10 test accuracy, 200 epochs, mean over NB20
 - throughput of the budgeted searches: trials per minute as measured (over-budget candidates
   rejected before any proxy runs) and as it would be without early rejection. das has no switch
   to turn the rejection off, so after each budgeted search up to ``--rejection-samples`` of its
-  over-budget candidates are both rejected (``Objective.measure``) and built + scored with the
+  over-budget candidates are both rejected (``TrialObjective.measure``) and built + scored with the
   search's own proxies, probe batches, teacher and reference, timed back to back; the rate
   without rejection is the same trials with each over-budget one costing that scoring instead
   (an estimate: a sampler that saw scores instead of constraints would walk another path).
@@ -90,7 +90,9 @@ from das.report.inputs import require_file  # noqa: E402
 from das.search import BudgetConfig, SpaceConfig, StudyConfig, TeacherConfig  # noqa: E402
 from das.search.ledger import INFEASIBLE, KIND  # noqa: E402
 from das.search.reference import REFERENCE_FILE  # noqa: E402
-from das.search.run import Prepared, optimize_here, prepare_search, write_results  # noqa: E402
+from das.search.optimize import optimize_here  # noqa: E402
+from das.search.prepare import Prepared, prepare_search  # noqa: E402
+from das.search.run import write_results  # noqa: E402
 from das.spaces import create_space  # noqa: E402
 from das.spaces.nb201 import parse_arch  # noqa: E402
 from das.spec import ArchSpec  # noqa: E402

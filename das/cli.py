@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import sys
+import warnings
 from pathlib import Path
 from collections.abc import Callable
 
@@ -27,6 +29,7 @@ def guarded(main: Callable[[list[str]], int], argv: list[str] | None = None) -> 
         sys.argv = [sys.argv[0], *argv]
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
+    quiet_lightning()
     try:
         return main(argv)
     except (DasError, MisconfigurationException) as err:  # Lightning's word for a bad Trainer setting
@@ -51,3 +54,28 @@ def with_quickstart(argv: list[str], quickstart: Path, own_run_flags: tuple[str,
     if any(arg.split("=", 1)[0] in own for arg in argv):
         return list(argv)
     return ["--config", str(quickstart), *argv]
+
+
+#: Lightning's info lines that advertise its cloud services (print on every Trainer); not das's business.
+_ADVERTS = ("💡 Tip:",)
+#: Deprecation warnings raised inside Lightning or torch on every run, which a user cannot act on.
+_FOREIGN_DEPRECATIONS = (r".*isinstance\(treespec, LeafSpec\)` is deprecated.*",)
+
+
+class _DropAdverts(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(_ADVERTS)
+
+
+def quiet_lightning() -> None:
+    """Drop the noise Lightning prints on every run (its cloud tips, a deprecation inside its own code).
+
+    Lightning's own useful lines (devices, a misconfigured Trainer) are kept. Installed once per
+    process by :func:`guarded`, so every command line gets it.
+    """
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropAdverts) for f in logger.filters):
+            logger.addFilter(_DropAdverts())
+    for message in _FOREIGN_DEPRECATIONS:
+        warnings.filterwarnings("ignore", message=message)

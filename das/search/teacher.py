@@ -13,6 +13,7 @@ from torch import nn
 from das.distill.fit import export_student, fit_and_test, last_checkpoint, make_trainer
 from das.distill.module import DistillModule, NonFiniteLoss
 from das.errors import DasError
+from das.inputs import check_runs_on
 from das.search.config import TeacherConfig, check_teacher_recipe
 from teachers import create_teacher
 
@@ -27,15 +28,7 @@ def check_teacher(cfg: TeacherConfig, num_classes: int, sample: torch.Tensor) ->
     check_teacher_recipe(cfg)
     teacher = create_teacher(cfg.spec, checkpoint=cfg.checkpoint, num_classes=num_classes)
     teacher.eval()
-    try:
-        with torch.no_grad():
-            out = teacher(sample.cpu())
-    except (RuntimeError, ValueError) as err:
-        shape = "×".join(str(s) for s in sample.shape[1:])
-        raise DasError(
-            f"teacher {cfg.spec!r} cannot run on the {shape} probe images ({' '.join(str(err).split())[:160]}); "
-            "raise data.image_size or leave it null for the dataset's own size"
-        ) from None
+    out = check_runs_on(teacher, f"teacher {cfg.spec!r}", sample.cpu())
     if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[1] != num_classes:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise DasError(f"teacher {cfg.spec!r} returns {got} for a batch; it must return logits of shape (batch, {num_classes})")

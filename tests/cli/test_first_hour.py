@@ -126,11 +126,15 @@ def test_another_image_size_than_the_search_s_is_refused_with_the_search_s_teach
 def test_images_too_small_for_the_networks_are_one_line_in_train_py(tmp_path, capsys) -> None:
     """train.py --data.image_size 2 ended in a raw traceback; search.py said it in one line."""
     root = tmp_path / "run"
-    argv = [*TINY, "--model.student", "resnet20", "--model.teacher", "null", "--data.image_size", "2",
-            "--model.input_size", "[3, 8, 8]", "--trainer.default_root_dir", str(root)]
+    from das.spec import ArchSpec
+    from tests.core.test_models import ARCHS
+
+    student = ArchSpec.make("nb201", {"arch": ARCHS[0]}, {"C": 4, "N": 1}).to_json()
+    argv = [*TINY, "--model.student", student, "--data.image_size", "2", "--trainer.default_root_dir", str(root)]
     assert guarded(train.main, argv) == USER_ERROR
     line = error_line(capsys.readouterr().err)
-    assert "model.student='resnet20'" in line and "3×2×2" in line and "raise data.image_size" in line, line
+    assert "model.student=" in line and "cannot run on the 3×2×2 images" in line and "raise data.image_size" in line, line
+    assert not (root / "checkpoints").exists()
 
 
 # --------------------------------------------------------------------------- misleading words

@@ -41,7 +41,7 @@ from das.distill.fit import (
     LOG_DIR, check_writable, checkpoint_callbacks, export_student, fit_and_test, last_checkpoint, resolve_resume, run_root,
 )
 from das.errors import DasError
-from das.evaluate import top1_accuracy
+from das.evaluate import near_chance, top1_accuracy
 
 #: The quickstart distillation config (the repository's configs/, beside das/).
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "distill" / "quickstart.yaml"
@@ -274,6 +274,10 @@ def main(argv: list[str]) -> int:
     print(f"\nstudent {hp.student} after {trainer.current_epoch} epochs, tested on {test_images} held-out images:")
     if "teacher_test_acc" in results:
         print(f"  teacher {hp.teacher}:  test accuracy {results['teacher_test_acc']:.2f}%")
+        weak = near_chance(results["teacher_test_acc"], data.num_classes)
+        if weak:
+            print(f"warning: teacher {hp.teacher} is {weak}, so the distilled student learnt from noise; give its trained "
+                  "weights with --model.teacher_checkpoint", file=sys.stderr)
         print(f"  distilled from it:     test accuracy {distilled:.2f}%")
     else:
         print(f"  trained alone:         test accuracy {distilled:.2f}%")

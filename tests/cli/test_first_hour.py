@@ -69,6 +69,14 @@ def test_a_near_chance_teacher_is_warned_about(tiny_search, monkeypatch, capsys)
     assert "near chance (10.00% for 10 classes)" in warnings[0] and "--teacher.epochs" in warnings[0], warnings
 
 
+def test_train_py_warns_about_a_near_chance_teacher(tmp_path, capsys) -> None:
+    """A teacher of random weights (no checkpoint) was distilled from without a word."""
+    argv = [*TINY, "--baseline", "false", "--trainer.limit_test_batches", "2", "--trainer.default_root_dir", str(tmp_path / "run")]
+    assert guarded(train.main, argv) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "near chance" in warnings[0] and "--model.teacher_checkpoint" in warnings[0], warnings
+
+
 def write_quickstart_like_search(run: Path, teacher_checkpoint: Path) -> Path:
     """best_arch.json (searched at 3×8×8) and a leaderboard with one row over the budget, as search.py writes them."""
     from tests.core.test_models import write_search
@@ -104,7 +112,7 @@ def test_an_over_budget_leaderboard_row_is_distilled_with_a_warning(searched, ca
     """leaderboard.csv#2 over the budget, never scored, was distilled without a word."""
     argv = tiny_train(searched, "--model.student", f"{searched / 'leaderboard.csv'}#2", "--baseline", "false")
     assert guarded(train.main, argv) == 0
-    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:") and "budget" in line]
     assert len(warnings) == 1, warnings
     assert "leaderboard.csv#2" in warnings[0] and "budget.max_params=1000" in warnings[0] and "never scored" in warnings[0]
 

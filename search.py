@@ -29,11 +29,14 @@ import sys
 from argparse import ArgumentError
 from pathlib import Path
 
+import yaml
 from jsonargparse import ActionConfigFile, ArgumentParser
 
 from das.cli import INTERRUPTED, guarded, with_quickstart
 from das.data import DasDataModule
 from das.errors import DasError
+from das.evaluate import near_chance
+from das.search.next_step import train_command
 from das.search import BudgetConfig, CalibrateConfig, SpaceConfig, StudyConfig, TeacherConfig, run_search
 
 QUICKSTART = Path(__file__).resolve().parent / "configs" / "quickstart.yaml"
@@ -74,10 +77,29 @@ def parse(parser: ArgumentParser, argv: list[str]):
     except ArgumentError as err:
         hint = " (YAML needs a space after ':', e.g. '{C: 16, N: 5}')" if "Expected a <class 'dict'>" in str(err) else ""
         raise DasError(f"{' '.join(str(err).split())}{hint}; see python search.py --help") from None
+    drop_foreign_space_args(cfg, argv)
     if cfg.run_dir is None:
         configs = cfg.get("config") or []
         cfg.run_dir = f"runs/{Path(str(configs[-1])).stem}" if configs else DEFAULT_RUN_DIR
     return cfg
+
+
+def drop_foreign_space_args(cfg, argv: list[str]) -> None:
+    """A command that changes only ``space.name`` drops the config's ``space.args``: they were written for the config's space.
+
+    ``--space.name timm`` on the quickstart would otherwise fail on the quickstart's nb201 ``C``,
+    an argument the user never typed. Args given on the command line are kept.
+    """
+    typed = {arg.split("=", 1)[0] for arg in argv}
+    configs = cfg.get("config") or []
+    if "--space.name" not in typed or typed & {"--space", "--space.args"} or not configs or not cfg.space.args:
+        return
+    written = (yaml.safe_load(Path(str(configs[-1])).read_text()) or {}).get("space") or {}
+    if written.get("name", cfg.space.name) == cfg.space.name or written.get("args") != cfg.space.args:
+        return
+    print(f"note: {Path(str(configs[-1])).name}'s space.args {cfg.space.args} belong to its space {written.get('name')}; "
+          f"{cfg.space.name} starts from its own defaults (set them with --space.args '{{...}}')")
+    cfg.space.args = {}
 
 
 def main(argv: list[str]) -> int:
@@ -95,6 +117,12 @@ def main(argv: list[str]) -> int:
         print(f"\nbest student: {best['arch']}")
         print(f"  {summary['objective']} = {best[summary['objective']]:.5g}, {best['params']:,} params, {best['flops']:,} FLOPs")
     print(f"teacher: {init.teacher.spec}, {summary['teacher_test_acc']:.2f}% top-1 on the held-out test split")
+    weak = near_chance(summary["teacher_test_acc"], init.data.num_classes)
+    if weak:
+        remedy = (f"train it longer (--teacher.epochs, now {init.teacher.epochs}) in a new --run_dir"
+                  if init.teacher.checkpoint is None else "give a trained --teacher.checkpoint")
+        print(f"warning: teacher {init.teacher.spec} is {weak}: students ranked against it are ranked against noise; {remedy}",
+              file=sys.stderr)
     print(f"{summary['scored']} distinct architectures scored in {summary['trials']} trials ({summary['duplicates']} drew one "
           f"already scored, {summary['infeasible']} were over budget and not scored), {summary['seconds']} s")
     calibrated = ", calibration.csv, calibration_students.csv, calibration.png" if summary["calibration"] else ""
@@ -108,8 +136,8 @@ def main(argv: list[str]) -> int:
     if Path(init.run_dir) == Path("runs/quickstart"):
         print("next: python train.py   (distils the best student and compares it with training it alone)")
     else:
-        print(f"next: python train.py --model.student {run_dir}/best_arch.json --model.teacher {init.teacher.spec} "
-              f"--model.teacher_checkpoint {summary['teacher_checkpoint']}  (plus your data settings)")
+        print("next: " + train_command(run_dir, init.teacher.spec, summary["teacher_checkpoint"], dict(init.data.hparams), configs,
+                                       input_shape=init.data.input_shape))
     return 0
 
 

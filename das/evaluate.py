@@ -30,3 +30,16 @@ def top1_accuracy(model: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.
     if total == 0:
         raise ValueError("top1_accuracy needs at least one labelled image")
     return 100.0 * correct / total
+
+
+#: A teacher less than this many points above chance (100 / classes %) is flagged: it has learnt
+#: next to nothing, so a ranking against it, or a distillation from it, is against noise.
+NEAR_CHANCE_POINTS = 10.0
+
+
+def near_chance(acc: float, num_classes: int, margin: float = NEAR_CHANCE_POINTS) -> str | None:
+    """When top-1 ``acc`` (%) is within ``margin`` points of chance, the words that say so; else None."""
+    chance = 100.0 / num_classes
+    if acc >= chance + margin:
+        return None
+    return f"at {acc:.2f}% top-1 on the test split, near chance ({chance:.2f}% for {num_classes} classes)"

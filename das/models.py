@@ -37,7 +37,7 @@ _PARETO_ENTRY = re.compile(r"(?P<path>.+\.json)#(?P<index>.*)", re.IGNORECASE)
 PRUNED_SUFFIXES = (".pt", ".pth")
 
 
-def build_model(spec: str | ArchSpec, num_classes: int, checkpoint: str | None = None) -> nn.Module:
+def build_model(spec: str | ArchSpec, num_classes: int, checkpoint: str | None = None, what: str = "teacher") -> nn.Module:
     """Build a network.
 
     Args:
@@ -47,6 +47,8 @@ def build_model(spec: str | ArchSpec, num_classes: int, checkpoint: str | None =
             (``resnet20``, ``timm:NAME``, ``torchvision:NAME``, ``package.module:function``).
         num_classes: classifier outputs.
         checkpoint: optional local weights, loaded strictly.
+        what: what the network is to the caller, for the messages of a teacher spec that fails
+            to build ("unknown student 'x'" rather than "unknown teacher 'x'").
     """
     if pruned_path(spec):
         from das.prune.slim import load_pruned  # imports Torch-Pruning, so only when needed
@@ -61,7 +63,7 @@ def build_model(spec: str | ArchSpec, num_classes: int, checkpoint: str | None =
     if arch is None:
         from teachers import create_teacher
 
-        return create_teacher(str(spec), checkpoint=checkpoint, num_classes=num_classes)
+        return create_teacher(str(spec), checkpoint=checkpoint, num_classes=num_classes, what=what)
     model = arch.build(num_classes)
     if checkpoint:
         from teachers.checkpoint import load_checkpoint

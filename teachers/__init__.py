@@ -33,7 +33,7 @@ from teachers.tracing import DeclaredPoints
 __all__ = ["TEACHERS", "DeclaredPoints", "create_teacher", "load_checkpoint", "register_teacher", "teacher_names"]
 
 
-def create_teacher(spec: str, checkpoint: str | None = None, num_classes: int = 10) -> nn.Module:
+def create_teacher(spec: str, checkpoint: str | None = None, num_classes: int = 10, what: str = "teacher") -> nn.Module:
     """Build the teacher named by ``spec`` and load ``checkpoint`` into it strictly.
 
     Args:
@@ -41,6 +41,8 @@ def create_teacher(spec: str, checkpoint: str | None = None, num_classes: int = 
             ``package.module:function`` (see the module docstring).
         checkpoint: path of a local weights file; None leaves the initial (random) weights.
         num_classes: outputs of the classifier.
+        what: what the network is to the caller ("teacher", or "student" when train.py builds
+            a student from a teacher spec), for error messages.
 
     Returns:
         The model, in training mode as built; the caller freezes it and calls ``eval()``.
@@ -49,7 +51,7 @@ def create_teacher(spec: str, checkpoint: str | None = None, num_classes: int = 
         DasError: an unknown name, an unimportable factory, or a checkpoint that does not fit.
     """
     if not isinstance(spec, str) or not spec.strip():
-        raise DasError(f"teacher spec must be a non-empty string such as 'resnet20' or 'timm:resnet18', got {spec!r}")
+        raise DasError(f"{what} spec must be a non-empty string such as 'resnet20' or 'timm:resnet18', got {spec!r}")
     if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
         raise DasError(f"num_classes must be a positive integer, got {num_classes!r}")
     spec = spec.strip()
@@ -57,7 +59,7 @@ def create_teacher(spec: str, checkpoint: str | None = None, num_classes: int = 
     if not sep:
         if spec not in TEACHERS:
             raise DasError(
-                f"unknown teacher {spec!r}: {close_matches_hint(spec, TEACHERS.names())} "
+                f"unknown {what} {spec!r}: {close_matches_hint(spec, TEACHERS.names())} "
                 "(or use timm:NAME, torchvision:NAME or package.module:function)"
             )
         model = TEACHERS.create(spec, num_classes=num_classes)
@@ -66,7 +68,7 @@ def create_teacher(spec: str, checkpoint: str | None = None, num_classes: int = 
     elif source == "torchvision":
         model = torchvision_teacher(name, num_classes)
     else:
-        model = imported_teacher(source, name, num_classes, spec)
+        model = imported_teacher(source, name, num_classes, spec, what=what)
     if checkpoint:
         load_checkpoint(model, checkpoint)
     return model

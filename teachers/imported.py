@@ -19,7 +19,7 @@ from das.errors import DasError, close_matches_hint
 __all__ = ["import_function", "imported_teacher"]
 
 
-def imported_teacher(module_name: str, attr: str, num_classes: int, spec: str) -> nn.Module:
+def imported_teacher(module_name: str, attr: str, num_classes: int, spec: str, what: str = "teacher") -> nn.Module:
     """Import ``module_name``, call its ``attr`` and check that it returned an ``nn.Module``.
 
     Args:
@@ -27,11 +27,12 @@ def imported_teacher(module_name: str, attr: str, num_classes: int, spec: str) -
         attr: the factory's name (after the colon).
         num_classes: passed to the factory when it takes ``num_classes`` (or ``**kwargs``).
         spec: the whole spec, for error messages.
+        what: what the network is to the caller (teacher, student), for error messages.
     """
-    factory = import_function(module_name, attr, spec)
+    factory = import_function(module_name, attr, spec, what=what)
     model = factory(num_classes=num_classes) if _accepts_num_classes(factory) else factory()
     if not isinstance(model, nn.Module):
-        raise DasError(f"teacher factory {spec!r} returned a {type(model).__name__}, not a torch.nn.Module")
+        raise DasError(f"{what} factory {spec!r} returned a {type(model).__name__}, not a torch.nn.Module")
     return model
 
 

@@ -8,6 +8,7 @@ used to choose anything.
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 import lightning as L
@@ -38,7 +39,8 @@ class DasDataModule(L.LightningDataModule):
             and flip (random horizontal flip); [] for none; null: the dataset's default
             (digits: [crop]; others: [crop, flip]).
         batch_size: images per training and evaluation batch.
-        num_workers: DataLoader worker processes (0 loads in the main process).
+        num_workers: DataLoader worker processes (0 loads in the main process); capped at the
+            CPUs this process may use, since more only contend for them (and PyTorch warns).
         val_fraction: fraction of each training class held out for validation, in [0, 1);
             0 disables validation.
         seed: seed of the validation split.
@@ -158,7 +160,7 @@ class DasDataModule(L.LightningDataModule):
         return self._loader(ImageDataset(self.subset("test"), eval_transform(self.mean, self.std)))
 
     def _loader(self, dataset: ImageDataset, shuffle: bool = False, drop_last: bool = False) -> DataLoader:
-        workers = self.hparams.num_workers
+        workers = min(self.hparams.num_workers, usable_cpus())
         return DataLoader(
             dataset,
             batch_size=self.hparams.batch_size,
@@ -167,3 +169,10 @@ class DasDataModule(L.LightningDataModule):
             num_workers=workers,
             persistent_workers=workers > 0,  # DataLoader refuses it without workers
         )
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one), as PyTorch's DataLoader counts them."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1

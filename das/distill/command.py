@@ -32,6 +32,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from das.cli import INTERRUPTED, with_quickstart
 from das.data import DasDataModule
+from das.distill.checks import check_models_run, check_search_shape, warn_unscored_row
 from das.distill.compare import compare, verdict
 from das.distill.export import export_onnx
 from das.distill.losses import LOSSES, LossSpec
@@ -40,7 +41,7 @@ from das.distill.fit import (
     LOG_DIR, check_writable, checkpoint_callbacks, export_student, fit_and_test, last_checkpoint, resolve_resume, run_root,
 )
 from das.errors import DasError
-from das.evaluate import top1_accuracy
+from das.evaluate import near_chance, top1_accuracy
 
 #: The quickstart distillation config (the repository's configs/, beside das/).
 DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "distill" / "quickstart.yaml"
@@ -107,6 +108,7 @@ class DasCLI(LightningCLI):
             raise DasError("trainer.max_epochs is not set: give --trainer.max_epochs N, the epochs each student trains (the quickstart uses 15)")
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
             raise DasError(f"trainer.max_epochs={epochs!r} must be an integer >= 1: the epochs each student trains")
+        fit_warmup(cfg)
         root = run_root(cfg.trainer.default_root_dir, cfg.model.student)
         cfg.trainer.default_root_dir = str(root)
         for logger in _loggers(cfg.trainer.logger):
@@ -142,6 +144,21 @@ class DasCLI(LightningCLI):
         if resuming:
             kwargs["num_sanity_val_steps"] = 0
         return super().instantiate_trainer(default_root_dir=str(root), callbacks=callbacks, logger=logger, **kwargs)
+
+
+def fit_warmup(cfg: Namespace) -> None:
+    """Shorten a warmup as long as the run to half the run, with a note (the quickstart warms up for one epoch).
+
+    ``--trainer.max_epochs 1`` on the quickstart would otherwise be refused for its one-epoch
+    warmup, a setting the user never typed. A run bounded by ``max_steps`` is left to the
+    scheduler's own check, since its epochs are not known here.
+    """
+    warmup, epochs = cfg.model.warmup_epochs, cfg.trainer.max_epochs
+    if cfg.trainer.get("max_steps") not in (None, -1) or not warmup or warmup < epochs:
+        return
+    cfg.model.warmup_epochs = epochs / 2
+    print(f"note: model.warmup_epochs={warmup} is not shorter than trainer.max_epochs={epochs}; warming up for "
+          f"{epochs / 2:g} epochs (half the run) instead", file=sys.stderr)
 
 
 def _instantiate(spec: Namespace, **overrides: Any) -> Any:
@@ -211,6 +228,10 @@ def main(argv: list[str]) -> int:
     model, data, trainer = cli.model, cli.datamodule, cli.trainer
     if cli.config.baseline and model.teacher is not None:
         alone_terms(model.loss_spec)  # refuse now, not after the distilled run, a config the baseline cannot train on
+    student = str(model.hparams.student)
+    warn_unscored_row(student)
+    check_search_shape(student, model.hparams.teacher_checkpoint, data.input_shape, data.hparams.image_size)
+    check_models_run(model.student, student, model.teacher, model.hparams.teacher, data.input_shape)
     out = Path(trainer.default_root_dir)
     if cli.resume is None and last_checkpoint(out):
         print(f"starting afresh in {out}: its checkpoints will be overwritten (add --ckpt_path last to resume instead)")
@@ -253,6 +274,10 @@ def main(argv: list[str]) -> int:
     print(f"\nstudent {hp.student} after {trainer.current_epoch} epochs, tested on {test_images} held-out images:")
     if "teacher_test_acc" in results:
         print(f"  teacher {hp.teacher}:  test accuracy {results['teacher_test_acc']:.2f}%")
+        weak = near_chance(results["teacher_test_acc"], data.num_classes)
+        if weak:
+            print(f"warning: teacher {hp.teacher} is {weak}, so the distilled student learnt from noise; give its trained "
+                  "weights with --model.teacher_checkpoint", file=sys.stderr)
         print(f"  distilled from it:     test accuracy {distilled:.2f}%")
     else:
         print(f"  trained alone:         test accuracy {distilled:.2f}%")

@@ -212,7 +212,7 @@ class DistillModule(L.LightningModule):
         # so the spec filled in above must be set by hand or train.py's checkpoints would lack it.
         self.hparams["student_spec"] = student_spec
         example = torch.zeros(2, *input_size)
-        self.student = build_model(ArchSpec.from_dict(student_spec) if student_spec else student, num_classes)
+        self.student = build_model(ArchSpec.from_dict(student_spec) if student_spec else student, num_classes, what="student")
         self.student_points = feature_points(self.student, example)
         if "student_bn_weights" in self.loss_spec.needs:
             bn_weights(self.student)  # a student without BatchNorm fails now, not at its first step

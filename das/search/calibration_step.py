@@ -213,7 +213,7 @@ def _draw_students(cfg: CalibrateConfig, space: SearchSpace, budget: BudgetConfi
         specs.append(spec)
         if len(specs) == cfg.students:
             return specs
-    raise DasError(f"found only {len(specs)} distinct students within the budget {budget} in {max_draws} random draws; "
+    raise DasError(f"found only {len(specs)} distinct students within the budget ({budget}) in {max_draws} random draws; "
                    f"lower calibrate.students (now {cfg.students}) or loosen the budget")
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from das.errors import DasError
 
 
 @dataclass
@@ -27,6 +30,24 @@ class TeacherConfig:
     epochs: int = 15
     lr: float = 0.1
     init: Literal["random", "trained"] = "random"
+
+
+def check_teacher_recipe(cfg: TeacherConfig) -> None:
+    """Refuse a one-time teacher training that would not train: at least one epoch at a positive, finite LR.
+
+    Zero epochs would save an untrained teacher (chance accuracy) and reuse it in every later
+    run, so it is refused rather than trained; a teacher given by ``checkpoint`` is not trained,
+    and its recipe is not checked.
+    """
+    if cfg.checkpoint is not None:
+        return
+    epochs, lr = cfg.epochs, cfg.lr
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise DasError(f"teacher.epochs={epochs!r} must be an integer >= 1: the epochs das trains the teacher for when no "
+                       "--teacher.checkpoint is given (the quickstart uses 15); give --teacher.checkpoint to use trained weights")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        raise DasError(f"teacher.lr={lr!r} must be a positive number: the peak SGD learning rate of the teacher's training "
+                       "(the quickstart uses 0.1)")
 
 
 @dataclass
@@ -65,6 +86,11 @@ class BudgetConfig:
     max_params: int | None = None
     max_flops: int | None = None
     max_latency_ms: float | None = None
+
+    def __str__(self) -> str:
+        """The limits as the flags that set them (``budget.max_params=40000``), for messages; ``no budget`` when unlimited."""
+        limits = [f"budget.{key}={value}" for key, value in vars(self).items() if value is not None]
+        return ", ".join(limits) or "no budget"
 
 
 @dataclass

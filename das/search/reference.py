@@ -101,7 +101,7 @@ def build_reference(
                 break
     if len(population) < size:
         raise DasError(
-            f"found only {len(population)} distinct architectures within the budget {budget} in {max_draws} random draws; "
+            f"found only {len(population)} distinct architectures within the budget ({budget}) in {max_draws} random draws; "
             f"lower study.reference_size (now {size}) or loosen the budget"
         )
     return EnsembleReference.from_population(population, settings={"size": size, "seed": seed, "space": space.name, "draws": draws})

@@ -10,9 +10,10 @@ import torch
 from torch import nn
 
 from das.distill.fit import export_student, fit_and_test, last_checkpoint, make_trainer
-from das.distill.module import DistillModule
+from das.distill.module import DistillModule, NonFiniteLoss
 from das.errors import DasError
-from das.search.config import TeacherConfig
+from das.inputs import check_runs_on
+from das.search.config import TeacherConfig, check_teacher_recipe
 from das.search.locks import exclusive
 from teachers import create_teacher
 
@@ -24,17 +25,10 @@ def check_teacher(cfg: TeacherConfig, num_classes: int, sample: torch.Tensor) ->
     is given, and runs it on ``sample`` (a few probe images) so images too small for it fail now
     rather than after an hour. Returns the loaded teacher when there is a checkpoint.
     """
+    check_teacher_recipe(cfg)
     teacher = create_teacher(cfg.spec, checkpoint=cfg.checkpoint, num_classes=num_classes)
     teacher.eval()
-    try:
-        with torch.no_grad():
-            out = teacher(sample.cpu())
-    except (RuntimeError, ValueError) as err:
-        shape = "×".join(str(s) for s in sample.shape[1:])
-        raise DasError(
-            f"teacher {cfg.spec!r} cannot run on the {shape} probe images ({' '.join(str(err).split())[:160]}); "
-            "raise data.image_size or leave it null for the dataset's own size"
-        ) from None
+    out = check_runs_on(teacher, f"teacher {cfg.spec!r}", sample.cpu())
     if not isinstance(out, torch.Tensor) or out.ndim != 2 or out.shape[1] != num_classes:
         got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
         raise DasError(f"teacher {cfg.spec!r} returns {got} for a batch; it must return logits of shape (batch, {num_classes})")
@@ -73,9 +67,11 @@ def _train(cfg, datamodule, num_classes, input_size, root: Path, path: Path, log
     L.seed_everything(seed, workers=True, verbose=False)
     # Cross-entropy alone, whatever the distillation defaults are: this network is the teacher.
     module = DistillModule(student=cfg.spec, num_classes=num_classes, lr=cfg.lr, input_size=input_size, losses={"ce": 1.0})
-    trainer = make_trainer(root, cfg.epochs)
+    trainer = make_trainer(root, cfg.epochs, progress=False)  # the search's own lines say what happens
     try:
         acc = fit_and_test(module, datamodule, trainer, ckpt_path=last_checkpoint(root))
+    except NonFiniteLoss as err:
+        raise DasError(diverged_teacher(cfg, err)) from None
     except SystemExit:
         # Lightning turns Ctrl-C into sys.exit(1) and ignores SIGINT from then on; give the
         # search its interrupt back so it exits 130 like any other Ctrl-C.
@@ -85,3 +81,9 @@ def _train(cfg, datamodule, num_classes, input_size, root: Path, path: Path, log
         raise
     export_student(module, path, test_acc=acc)
     log(f"teacher: {cfg.spec} trained")
+
+
+def diverged_teacher(cfg: TeacherConfig, err: Exception) -> str:
+    """The teacher training's non-finite loss in search.py's words (teacher.lr), not train.py's (model.lr)."""
+    where = str(err).split(" with model.lr=")[0]
+    return f"{where} while training the teacher with teacher.lr={cfg.lr:g}; lower --teacher.lr (the quickstart uses 0.1)"

@@ -158,7 +158,7 @@ def test_an_unimportable_student_is_called_a_student(tmp_path, capsys) -> None:
 
 def test_the_budget_in_a_calibration_error_reads_as_the_flags(tmp_path) -> None:
     """The calibration's refusal printed a raw BudgetConfig(max_params=..., ...)."""
-    from das.search.calibrate import _draw_students
+    from das.search.calibration_step import _draw_students
     from das.search.config import CalibrateConfig
     from das.spaces import SPACES
 

@@ -155,6 +155,35 @@ def race(order: np.ndarray, pop: Population, inside: np.ndarray, n: int) -> tupl
     return regret, cost
 
 
+def size_first(pop: Population, tie_break: str) -> np.ndarray:
+    """A ranking by params whose exact ties are ordered by ``tie_break`` (a failed score ranks last in its tie)."""
+    tie = np.where(np.isfinite(pop.scores[tie_break]), pop.scores[tie_break], -np.inf)
+    order = np.lexsort((tie, pop.params))  # last key primary: params, then the tie-break
+    rank = np.empty(len(pop))
+    rank[order] = np.arange(len(pop))
+    return rank
+
+
+def default_rule(pop: Population, tie_break: str, default: str) -> dict[str, list[float]]:
+    """Regret at each budget of the uncalibrated default's candidates, picking among every student (docs/decisions.md)."""
+    everyone = np.arange(len(pop))
+    limits = budgets(pop.params)
+    candidates = {"params": np.log(pop.params), f"params>{tie_break}": size_first(pop, tie_break), default: pop.scores[default]}
+    return {name: regrets_at_budgets(value, pop, everyone, limits) for name, value in candidates.items()}
+
+
+def decide_default(by_pop: Mapping[str, Mapping[str, list[float]]]) -> dict[str, Any]:
+    """The pre-registered rule: qualify by never losing to params at any budget; the lowest worst-case mean wins; else params."""
+    names = list(next(iter(by_pop.values())))
+    qualified = [n for n in names if n != "params"
+                 and all(r <= p + 1e-9 for pop in by_pop.values() for r, p in zip(pop[n], pop["params"]))]
+    worst = {n: max(float(np.mean(pop[n])) for pop in by_pop.values()) for n in names}
+    chosen = min(qualified, key=lambda n: (worst[n], names.index(n))) if qualified else "params"
+    if qualified and worst[chosen] > worst["params"]:
+        chosen = "params"
+    return {"qualified": qualified, "worst_case_mean": worst, "chosen": chosen}
+
+
 def replay(pop: Population, ks: Sequence[int], ns: Sequence[int], draws: int, seed: int, features: Sequence[str],
            default: str) -> dict[str, Any]:
     limits = budgets(pop.params)
@@ -241,6 +270,13 @@ def main(argv: Sequence[str]) -> int:
         raise DasError(f"--populations {unknown} are not committed populations; choose from {', '.join(POPULATIONS)}")
     result: dict[str, Any] = {"benchmark": "selection_replay", "populations": {}}
     features = [f.strip() for f in args.features.split(",") if f.strip()]
+    defaults = {}
+    for name in pops:
+        defaults[name] = default_rule(load_population(name, Path(args.results)), "meco", default)
+    result["default_rule"] = {"regret_by_budget": defaults, **decide_default(defaults)}
+    for name, by in defaults.items():
+        print(f"{name} default candidates (regret q25/q50/q75): " + "; ".join(f"{n} {' / '.join(f'{v:.2f}' for v in r)}" for n, r in by.items()))
+    print(f"uncalibrated default by the rule: {result['default_rule']['chosen']} (qualified: {result['default_rule']['qualified']})")
     for name in pops:
         pop = load_population(name, Path(args.results))
         result["populations"][name] = replay(pop, ks, ns, args.draws, args.seed, features, default)

@@ -192,6 +192,103 @@ def evaluate(student: nn.Module, data: PopulationData, device: torch.device | st
     return top1_accuracy(student, batches, device=device)
 
 
+class StudentRun:
+    """One student's training run that can stop after any epoch and go on later, in memory or from a saved state.
+
+    Successive halving (:mod:`das.calibrate.race`) evaluates students part-way through one schedule
+    and continues only the best, so a run must pause without changing what it computes: the
+    student, its projectors, the optimiser, the schedule, the batch generator and the global
+    generator (forked for the run, seeded with ``seed``) are all carried over, and a run
+    continued from :meth:`state_dict` equals one never stopped, to the bit on the CPU.
+    """
+
+    def __init__(self, student: nn.Module, cache: TeacherCache, data: PopulationData, recipe: Recipe, seed: int, distill: bool,
+                 device: torch.device | str = "cpu", channels_last: bool = True) -> None:
+        self.student, self.cache, self.data, self.recipe = student, cache, data, recipe
+        self.device, self.channels_last = device, channels_last
+        self.fmt = torch.channels_last if channels_last else torch.contiguous_format
+        self.init_digest = weights_digest(student)
+        self.epoch, self.diverged, self.seconds = 0, False, 0.0
+        started = time.perf_counter()
+        example = data.normalise(cache.views[0, :2])
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            pairs: list[FeaturePair] = []
+            if distill and recipe.uses_features:
+                pairs = make_pairs(recipe.feature_pairs, feature_points(student, example), cache.teacher_points)
+                if missing := sorted({p.teacher.module for p in pairs} - set(cache.modules)):
+                    raise DasError(f"the teacher cache holds maps of {cache.modules} but the pairs read {missing}; build it with cached_modules(feature_pairs, ...)")
+            self.objective = CachedDistillObjective(recipe.loss_spec, pairs, distill)
+            student.to(device, memory_format=self.fmt)
+            self.objective.to(device, memory_format=self.fmt)
+            steps = cache.steps_per_epoch(recipe.batch_size)
+            self.optimizer = build_optimizer(param_groups([student, self.objective.projectors], recipe.optim.weight_decay,
+                                                          recipe.optim.decay_norm_and_bias), recipe.optim)
+            self.scheduler = build_scheduler(self.optimizer, recipe.optim, recipe.epochs * steps, steps)
+            self.generator = torch.Generator().manual_seed(seed)
+            self.names = list(dict.fromkeys(self.objective.student_modules))
+            self._rng = torch.get_rng_state()
+        self.seconds += time.perf_counter() - started
+
+    @property
+    def finished(self) -> bool:
+        """The schedule is done, or the loss diverged (nothing more to train)."""
+        return self.diverged or self.epoch >= self.recipe.epochs
+
+    def train_epochs(self, epochs: int) -> None:
+        """Train up to ``epochs`` more epochs of the schedule (fewer at its end); stop at a non-finite loss."""
+        started = time.perf_counter()
+        with torch.random.fork_rng(devices=[]):
+            torch.set_rng_state(self._rng)
+            self.student.train()
+            for _ in range(min(epochs, self.recipe.epochs - self.epoch)):
+                if self.diverged:
+                    break
+                for batch in self.cache.epoch(self.recipe.batch_size, self.generator):
+                    batch = _to(batch, self.device, self.fmt)
+                    with FeatureTap(self.student, self.names) as tap:
+                        logits = self.student(batch.images)
+                    values = self.objective(logits, [tap.outputs[n] for n in self.objective.student_modules], batch, self.student)
+                    if not math.isfinite(values.total.item()):
+                        self.diverged = True
+                        break
+                    self.optimizer.zero_grad(set_to_none=True)
+                    values.total.backward()
+                    self.optimizer.step()
+                    self.scheduler.step()
+                self.epoch += 1
+            self._rng = torch.get_rng_state()
+        self.seconds += time.perf_counter() - started
+
+    def evaluate(self) -> float:
+        """Top-1 accuracy (%) on ``data.test`` now (the student goes back to train mode when training goes on)."""
+        started = time.perf_counter()
+        acc = evaluate(self.student, self.data, self.device, self.channels_last)
+        self.seconds += time.perf_counter() - started
+        return acc
+
+    def result(self) -> RunResult:
+        """Test the student as it is now."""
+        acc = self.evaluate()
+        return RunResult(acc, self.seconds, self.init_digest, weights_digest(self.student), self.diverged)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue the run in another process."""
+        return {"student": self.student.state_dict(), "objective": self.objective.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "generator": self.generator.get_state(), "rng": self._rng,
+                "epoch": self.epoch, "diverged": self.diverged, "seconds": self.seconds, "init_digest": self.init_digest}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.student.load_state_dict(state["student"])
+        self.objective.load_state_dict(state["objective"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.generator.set_state(state["generator"])
+        self._rng = state["rng"]
+        self.epoch, self.diverged, self.seconds = int(state["epoch"]), bool(state["diverged"]), float(state["seconds"])
+        self.init_digest = state["init_digest"]
+
+
 def train_student(student: nn.Module, cache: TeacherCache, data: PopulationData, recipe: Recipe, seed: int, distill: bool,
                   device: torch.device | str = "cpu", channels_last: bool = True) -> RunResult:
     """Train ``student`` in place, distilled from ``cache`` or alone, then test it.
@@ -200,44 +297,9 @@ def train_student(student: nn.Module, cache: TeacherCache, data: PopulationData,
     (dropout, the projectors' initialisation) is seeded with it too and restored after, so a
     run depends only on its arguments, not on what ran before it.
     """
-    started = time.perf_counter()
-    init = weights_digest(student)
-    example = data.normalise(cache.views[0, :2])
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        pairs: list[FeaturePair] = []
-        if distill and recipe.uses_features:
-            pairs = make_pairs(recipe.feature_pairs, feature_points(student, example), cache.teacher_points)
-            if missing := sorted({p.teacher.module for p in pairs} - set(cache.modules)):
-                raise DasError(f"the teacher cache holds maps of {cache.modules} but the pairs read {missing}; build it with cached_modules(feature_pairs, ...)")
-        objective = CachedDistillObjective(recipe.loss_spec, pairs, distill)
-        fmt = torch.channels_last if channels_last else torch.contiguous_format
-        student.to(device, memory_format=fmt)
-        objective.to(device, memory_format=fmt)
-        steps = cache.steps_per_epoch(recipe.batch_size)
-        optimizer = build_optimizer(param_groups([student, objective.projectors], recipe.optim.weight_decay, recipe.optim.decay_norm_and_bias), recipe.optim)
-        scheduler = build_scheduler(optimizer, recipe.optim, recipe.epochs * steps, steps)
-        generator = torch.Generator().manual_seed(seed)
-        names = list(dict.fromkeys(objective.student_modules))
-        diverged = False
-        student.train()
-        for _ in range(recipe.epochs):
-            for batch in cache.epoch(recipe.batch_size, generator):
-                batch = _to(batch, device, fmt)
-                with FeatureTap(student, names) as tap:
-                    logits = student(batch.images)
-                values = objective(logits, [tap.outputs[n] for n in objective.student_modules], batch, student)
-                if not math.isfinite(values.total.item()):
-                    diverged = True
-                    break
-                optimizer.zero_grad(set_to_none=True)
-                values.total.backward()
-                optimizer.step()
-                scheduler.step()
-            if diverged:
-                break
-        acc = evaluate(student, data, device, channels_last)
-    return RunResult(acc, time.perf_counter() - started, init, weights_digest(student), diverged)
+    run = StudentRun(student, cache, data, recipe, seed, distill, device, channels_last)
+    run.train_epochs(recipe.epochs)
+    return run.result()
 
 
 def _to(batch: CachedBatch, device: torch.device | str, fmt: torch.memory_format) -> CachedBatch:

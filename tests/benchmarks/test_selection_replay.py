@@ -1,0 +1,83 @@
+"""selection_replay on a made-up population: a hand-computed regret, the default rule, the race, refusals."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from benchmarks import selection_replay as sr
+from das.errors import DasError
+from das.spaces import create_space
+
+N = 12
+
+
+def write_population(folder, name: str, accuracy, params, scores, short=None) -> None:
+    space = create_space("resnet_cifar")
+    specs = list(space.enumerate())[:N]
+    gt_file, scores_file, short_file = sr.POPULATIONS[name]
+    students = [{"arch": str(s), "spec": s.to_dict(), "params": int(p), "flops": int(p) * 10, "distilled_acc": float(a)}
+                for s, p, a in zip(specs, params, accuracy)]
+    (folder / gt_file).write_text(json.dumps({"students": students, "settings": {"epochs": 30}}))
+    with (folder / scores_file).open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["key", "arch", "seconds", *scores])
+        writer.writeheader()
+        for i, s in enumerate(specs):
+            writer.writerow({"key": s.to_json(), "arch": str(s), "seconds": 0.1, **{k: v[i] for k, v in scores.items()}})
+    if short_file and short is not None:
+        (folder / short_file).write_text(json.dumps({"students": [{"arch": str(s), "distilled_acc": float(a)} for s, a in zip(specs, short)],
+                                                     "settings": {"epochs": 10}}))
+
+
+@pytest.fixture
+def folder(tmp_path):
+    rng = np.random.default_rng(0)
+    params = np.arange(1, N + 1) * 1000.0
+    accuracy = 50 + rng.normal(size=N)  # size says nothing here; meco says everything
+    scores = {"meco": accuracy * 2, "az_expressivity": rng.normal(size=N), "az_progressivity": rng.normal(size=N),
+              "az_trainability": rng.normal(size=N)}
+    write_population(tmp_path, "S", accuracy, params, scores, short=accuracy)  # short runs that order like the truth
+    write_population(tmp_path, "C", accuracy[::-1], params, {k: v[::-1] for k, v in scores.items()})
+    return tmp_path
+
+
+def test_regret_by_hand():
+    acc = np.array([50.0, 55.0, 52.0])
+    assert sr.pick_regret(np.array([1.0, 0.0, 3.0]), acc) == 3.0
+    assert sr.pick_regret(np.array([1.0, 1.0, 0.0]), acc) == 55.0 - 52.5  # ties: their mean
+    assert sr.pick_regret(np.array([np.nan, 0.0, -1.0]), acc) == 0.0  # a failed score ranks last
+
+
+def test_replay_writes_every_rule_and_the_calibration_finds_the_informative_score(folder):
+    out = folder / "replay.json"
+    assert sr.main(["--results", str(folder), "--out", str(out), "--ks", "4,6", "--ns", "2", "--draws", "20"]) == 0
+    result = json.loads(out.read_text())
+    for name in ("S", "C"):
+        pop = result["populations"][name]
+        k6 = pop["by_k"]["6"]
+        assert set(k6["rules"]) == {"calibrated", "params", "default", "ridge", "hindsight"}
+        assert k6["rules"]["hindsight"]["mean"] == 0.0  # meco orders them exactly
+        assert k6["rules"]["calibrated"]["mean"] < k6["rules"]["params"]["mean"]
+        assert max(k6["chosen"], key=k6["chosen"].get) == "meco"
+    assert result["populations"]["S"]["by_k"]["4"]["races"]["default+race2"]["regret_mean"] == 0.0  # meco ranks the best first; the short runs agree
+    assert result["populations"]["C"]["by_k"]["4"]["races"] == {}  # no short runs for C
+    assert result["default_rule"]["chosen"] == "meco"  # here meco never loses to params, so the rule may take it
+
+
+def test_default_rule_by_hand():
+    by_pop = {"S": {"params": [2.0, 1.0], "params>meco": [2.0, 0.5], "meco": [0.0, 0.0]},
+              "C": {"params": [1.0, 1.0], "params>meco": [1.0, 1.0], "meco": [3.0, 0.0]}}
+    decided = sr.decide_default(by_pop)
+    assert decided["qualified"] == ["params>meco"]  # meco loses to params at C's first budget
+    assert decided["chosen"] == "params>meco"
+    assert sr.decide_default({"S": {"params": [1.0], "x": [2.0]}})["chosen"] == "params"
+
+
+def test_bad_arguments_are_one_line(folder):
+    with pytest.raises(DasError, match="--populations"):
+        sr.main(["--results", str(folder), "--populations", "Q"])
+    with pytest.raises(DasError, match="--ks 2"):
+        sr.main(["--results", str(folder), "--ks", "2", "--out", str(folder / "x.json")])

@@ -48,6 +48,7 @@ import numpy as np
 
 from das.calibrate.selection import COMBINED, fit_ridge, fit_selection
 from das.cli import guarded
+from das.proxies.size_first import size_first_value
 from das.errors import DasError
 from das.report.output import print_table, write_json
 from das.report.provenance import code_version, machine_info, now_iso
@@ -93,6 +94,8 @@ def load_population(name: str, results: Path = RESULTS) -> Population:
     columns = [c for c in next(iter(rows.values())) if c not in ("key", "arch", "seconds") and "@" not in c]
     scores = {c: np.array([_number(rows[k][c]) for k in keys]) for c in columns}
     scores["params"] = np.array([float(s["params"]) for s in students])
+    if "meco" in scores:  # the search's default objective, from the two scores it is made of
+        scores["size_first"] = np.array([size_first_value(p, m) for p, m in zip(scores["params"], scores["meco"])])
     short = short_epochs = None
     if short_file:
         other = json.loads((results / short_file).read_text())
@@ -164,11 +167,15 @@ def size_first(pop: Population, tie_break: str) -> np.ndarray:
     return rank
 
 
-def default_rule(pop: Population, tie_break: str, default: str) -> dict[str, list[float]]:
-    """Regret at each budget of the uncalibrated default's candidates, picking among every student (docs/decisions.md)."""
+def default_rule(pop: Population, tie_break: str = "meco") -> dict[str, list[float]]:
+    """Regret at each budget of the uncalibrated default's candidates, fixed in docs/decisions.md, picking among every student.
+
+    The candidates: params; params with exact ties broken by ``tie_break`` (shipped as the
+    ``size_first`` proxy); ``tie_break`` alone (meco, the default before the rule).
+    """
     everyone = np.arange(len(pop))
     limits = budgets(pop.params)
-    candidates = {"params": np.log(pop.params), f"params>{tie_break}": size_first(pop, tie_break), default: pop.scores[default]}
+    candidates = {"params": np.log(pop.params), f"params>{tie_break}": size_first(pop, tie_break), tie_break: pop.scores[tie_break]}
     return {name: regrets_at_budgets(value, pop, everyone, limits) for name, value in candidates.items()}
 
 
@@ -272,7 +279,7 @@ def main(argv: Sequence[str]) -> int:
     features = [f.strip() for f in args.features.split(",") if f.strip()]
     defaults = {}
     for name in pops:
-        defaults[name] = default_rule(load_population(name, Path(args.results)), "meco", default)
+        defaults[name] = default_rule(load_population(name, Path(args.results)))
     result["default_rule"] = {"regret_by_budget": defaults, **decide_default(defaults)}
     for name, by in defaults.items():
         print(f"{name} default candidates (regret q25/q50/q75): " + "; ".join(f"{n} {' / '.join(f'{v:.2f}' for v in r)}" for n, r in by.items()))

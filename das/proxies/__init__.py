@@ -31,6 +31,7 @@ from das.proxies import jacov as _jacov  # noqa: F401
 from das.proxies import meco as _meco  # noqa: F401
 from das.proxies import nwot as _nwot  # noqa: F401
 from das.proxies import params as _params  # noqa: F401
+from das.proxies import size_first as _size_first  # noqa: F401  (after meco, whose tap it reads)
 from das.proxies import snip as _snip  # noqa: F401
 from das.proxies import swap as _swap  # noqa: F401
 from das.proxies import synflow as _synflow  # noqa: F401

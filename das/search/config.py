@@ -101,9 +101,10 @@ class StudyConfig:
         trials: how many distinct architectures within the budget to score; rerunning resumes
             until this many are scored. A resampled or isomorphic architecture reuses its score
             and an over-budget one is rejected unscored: neither uses up a trial.
-        objective: the proxy maximised. The default, meco, is the one the distillation
-            ground truth chose by a rule fixed in advance (docs/decisions.md); it failed on the
-            ResNet population (docs/results.md), so calibrate on your own space.
+        objective: the proxy maximised. The default, size_first, is the largest network, with
+            MeCo breaking exact ties in size: no zero-cost score beat size on both distilled
+            populations (docs/decisions.md, "The default without calibration"); calibrate on
+            your own space (calibrate.students) to do better than size.
         objectives: instead of ``objective``, several to trade off, e.g. [ensemble, params]:
             every proxy is maximised except the size terms params and flops, which are
             minimised here; the non-dominated candidates are written to RUN_DIR/pareto.json.
@@ -122,7 +123,7 @@ class StudyConfig:
     """
 
     trials: int = 100
-    objective: str = "meco"
+    objective: str = "size_first"
     objectives: list[str] | None = None
     report: list[str] = field(default_factory=lambda: ["diswot", "diswot_relation", "diswot_semantic"])
     sampler: str = "tpe"

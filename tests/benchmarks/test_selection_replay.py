@@ -62,7 +62,9 @@ def test_replay_writes_every_rule_and_the_calibration_finds_the_informative_scor
         assert k6["rules"]["hindsight"]["mean"] == 0.0  # meco orders them exactly
         assert k6["rules"]["calibrated"]["mean"] < k6["rules"]["params"]["mean"]
         assert max(k6["chosen"], key=k6["chosen"].get) == "meco"
-    assert result["populations"]["S"]["by_k"]["4"]["races"]["default+race2"]["regret_mean"] == 0.0  # meco ranks the best first; the short runs agree
+    races, rules = result["populations"]["S"]["by_k"]["4"]["races"], result["populations"]["S"]["by_k"]["4"]["rules"]
+    for m in ("calibrated", "default", "params"):  # short runs that agree with the truth can only improve on the rule's pick
+        assert races[f"{m}+race2"]["regret_mean"] <= rules[m]["mean"] + 1e-9
     assert result["populations"]["C"]["by_k"]["4"]["races"] == {}  # no short runs for C
     assert result["default_rule"]["chosen"] == "meco"  # here meco never loses to params, so the rule may take it
 

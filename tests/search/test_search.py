@@ -49,15 +49,17 @@ def test_search_writes_results_and_resumes(tmp_path) -> None:
     assert again["scored"] == 5
 
 
-def test_the_default_objective_ranks_by_meco_and_reports_diswot(tmp_path) -> None:
+def test_the_default_objective_ranks_by_size_first_and_reports_diswot(tmp_path) -> None:
     args = tiny(tmp_path, 3)
     args["study"] = StudyConfig(trials=3, probe_batch_size=16, sampler="random")  # the code's defaults
     summary = run_search(**args)
     rows = list(csv.DictReader((tmp_path / "leaderboard.csv").open()))
-    assert {"meco", "diswot", "diswot_relation", "diswot_semantic"} <= set(rows[0])
-    scores = [float(r["meco"]) for r in rows]
+    assert {"size_first", "diswot", "diswot_relation", "diswot_semantic"} <= set(rows[0])
+    scores = [float(r["size_first"]) for r in rows]
     assert scores == sorted(scores, reverse=True) and len(set(scores)) > 1
-    assert summary["objective"] == "meco"
+    params = [int(r["params"]) for r in rows]
+    assert params == sorted(params, reverse=True)  # the largest first
+    assert summary["objective"] == "size_first"
 
 
 def test_budget_below_the_smallest_candidate_is_refused(tmp_path) -> None:

@@ -36,6 +36,7 @@ from torch import nn
 
 from das.errors import DasError
 from das.features import FeaturePoint, feature_points, final_point, logits_point
+from das.nets.weights import prunable_layers
 from das.proxies.activations import watch_activations
 from das.proxies.base import PROXIES
 from das.proxies.needs import BUILTIN_NEEDS, TAPS, known_needs, register_tap
@@ -164,15 +165,6 @@ class LabelledPass:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def prunable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The layers whose weights gradient-based proxies score: convolutions and linear layers."""
-    return [
-        (name, m)
-        for name, m in model.named_modules()
-        if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)) and isinstance(getattr(m, "weight", None), torch.Tensor)
-    ]
 
 
 @contextmanager

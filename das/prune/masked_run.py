@@ -25,7 +25,7 @@ from das.distill.command import DasCLI, teacher_accuracy
 from das.distill.module import DistillModule
 from das.prune.at_init import prune_at_init
 from das.prune.config import PruneConfig
-from das.prune.masks import apply_masks, remove_masks
+from das.nets.masks import apply_masks, remove_masks
 from das.prune.registry import SALIENCIES
 from das.prune.runfiles import RunFiles
 from das.prune.sizes import density_section, masked_size

@@ -58,10 +58,10 @@ from torch import nn
 
 from das.errors import DasError
 from das.features import FeaturePoint, FeatureTap
+from das.nets.cifar_resnet import PadShortcut
+from das.nets.tracing import DeclaredPoints
 from das.spec import ArchSpec
 from das.stats import count_flops, count_params
-from teachers.cifar_resnet import PadShortcut
-from teachers.tracing import DeclaredPoints
 
 #: ``global``: one |γ| cut-off for the whole network; ``layer``: every group loses the same fraction.
 Scope = Literal["global", "layer"]

@@ -51,7 +51,8 @@ LAYERS: dict[str, int] = {
     "das.data": BLOCKS,
     "das.proxies": BLOCKS,
     "das.spaces": BLOCKS,
-    "das.report": BLOCKS,  # scoring reports over data, proxies and teachers; used by search and calibrate
+    "das.report": BLOCKS,
+    "das.storage": BLOCKS,  # an Optuna storage from one string: the search's, and das.models' to read a leaderboard  # scoring reports over data, proxies and teachers; used by search and calibrate
     # das.models combines spaces and teachers (one string names a student or a teacher) and is
     # used by every workflow, so it is the top building block, below the workflows. Pruned
     # networks are read through a loader that das.prune registers with it.

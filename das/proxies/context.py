@@ -39,7 +39,7 @@ from das.features import FeaturePoint, feature_points, final_point, logits_point
 from das.nets.weights import prunable_layers
 from das.proxies.activations import watch_activations
 from das.proxies.base import PROXIES
-from das.proxies.needs import BUILTIN_NEEDS, TAPS, known_needs, register_tap
+from das.proxies.needs import BUILTIN_NEEDS, TAPS, known_needs, register_tap  # noqa: F401  (re-exported: proxies import them from here)
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 

@@ -30,7 +30,7 @@ from das.prune.registry import SALIENCIES
 from das.prune.runfiles import RunFiles
 from das.prune.sizes import density_section, masked_size
 from das.prune.steps import export, test_accuracy, train_recorded
-from teachers.checkpoint import load_checkpoint
+from das.nets.checkpoint import load_checkpoint
 
 
 def run_at_init(cli: DasCLI, cfg: PruneConfig, files: RunFiles, settings: dict[str, Any], resuming: bool) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from das.prune.runfiles import RunFiles
 from das.prune.slim import save_pruned, slim
 from das.prune.steps import derived_module, export, test_accuracy, train_recorded
 from das.spec import ArchSpec
-from teachers.checkpoint import load_checkpoint
+from das.nets.checkpoint import load_checkpoint
 
 
 def base_spec(module: DistillModule) -> str:

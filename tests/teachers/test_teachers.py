@@ -18,7 +18,7 @@ from torch import nn
 from das.errors import DasError
 from das.features import FeatureTap, feature_points, final_point, logits_point, map_points
 from teachers import TEACHERS, create_teacher, register_teacher, teacher_names
-from teachers.checkpoint import load_checkpoint
+from das.nets.checkpoint import load_checkpoint
 from teachers.cifar_resnet import PadShortcut
 from tests.tinynets import TinyNet
 

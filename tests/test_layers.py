@@ -5,8 +5,9 @@ The graph is built from the source with :mod:`ast`, so nothing is imported to ch
 (an import deferred into a function is still a dependency, only a later one). Relative imports
 are resolved, and ``from package import name`` is an edge to ``package.name`` when that is a
 module of the repository, else to the package's ``__init__``. Imports under
-``if TYPE_CHECKING:`` are left out: they run no code (annotations only), so they make no
-circle and no dependency at run time. The parent packages a dotted
+``if TYPE_CHECKING:`` run no code (annotations only), so they cannot close a circle at run time
+and the circle check leaves them out; they still say which way a dependency runs, so the layer
+check counts them. The parent packages a dotted
 import runs implicitly are not edges: a package ``__init__`` that re-exports its modules would
 otherwise sit in a circle with every one of them.
 
@@ -127,18 +128,18 @@ def _type_checking_only(node: ast.AST) -> bool:
     )
 
 
-def _runtime_nodes(tree: ast.AST) -> Iterable[ast.AST]:
-    """Every node of ``tree`` but those under ``if TYPE_CHECKING:`` (imported by type checkers only)."""
+def _nodes(tree: ast.AST, type_checking: bool) -> Iterable[ast.AST]:
+    """Every node of ``tree``; without ``type_checking``, none under ``if TYPE_CHECKING:`` (type checkers' imports)."""
     todo = [tree]
     while todo:
         node = todo.pop()
         yield node
         for child in ast.iter_child_nodes(node):
-            if not _type_checking_only(child):
+            if type_checking or not _type_checking_only(child):
                 todo.append(child)
 
 
-def _imported(tree: ast.AST, name: str, is_package: bool, modules: Mapping[str, Path]) -> set[str]:
+def _imported(tree: ast.AST, name: str, is_package: bool, modules: Mapping[str, Path], type_checking: bool) -> set[str]:
     """The repository modules that the parsed module ``name`` imports."""
     package = name if is_package else name.rpartition(".")[0]
     targets: set[str] = set()
@@ -148,7 +149,7 @@ def _imported(tree: ast.AST, name: str, is_package: bool, modules: Mapping[str, 
             dotted = dotted.rpartition(".")[0]
         return dotted or None
 
-    for node in _runtime_nodes(tree):
+    for node in _nodes(tree, type_checking):
         if isinstance(node, ast.Import):
             for alias in node.names:
                 if target := known(alias.name):
@@ -168,13 +169,13 @@ def _imported(tree: ast.AST, name: str, is_package: bool, modules: Mapping[str, 
     return targets
 
 
-def import_graph(root: Path = ROOT, sources: Iterable[str] = SOURCES) -> dict[str, set[str]]:
-    """Each module's imports of other modules of ``sources``, by dotted name."""
+def import_graph(root: Path = ROOT, sources: Iterable[str] = SOURCES, type_checking: bool = False) -> dict[str, set[str]]:
+    """Each module's imports of other modules of ``sources``, by dotted name (``type_checking``: with type-only ones)."""
     modules = module_files(root, sources)
     graph = {}
     for name, file in modules.items():
         tree = ast.parse(file.read_text(), filename=str(file))
-        graph[name] = _imported(tree, name, file.name == "__init__.py", modules)
+        graph[name] = _imported(tree, name, file.name == "__init__.py", modules, type_checking)
     return graph
 
 
@@ -262,7 +263,7 @@ def test_known_circles_are_still_there() -> None:
 
 
 def test_no_import_runs_up_a_layer() -> None:
-    wrong = upward_imports(import_graph())
+    wrong = upward_imports(import_graph(type_checking=True))
     assert not wrong, "imports against the layers:\n" + "\n".join(wrong)
 
 
@@ -295,6 +296,7 @@ def test_graph_sees_relative_deferred_and_module_imports(tmp_path: Path, deferre
     assert graph["pkg.sub.one"] == {"pkg.two"} and graph["pkg.two"] == {"pkg.sub.one"}
     assert graph["pkg.three"] == {"pkg.sub.one", "pkg.two"}
     assert circles(graph) == [["pkg.sub.one", "pkg.two"]]
+    assert import_graph(tmp_path, ["pkg"], type_checking=True)["pkg.three"] == {"pkg.sub.one", "pkg.two", "pkg.four"}
 
 
 def test_an_upward_import_is_reported() -> None:

@@ -45,7 +45,7 @@ from das.models import build_model
 from das.paths import shared_data_dir
 from das.report.output import write_json
 from das.report.provenance import code_version, machine_info, now_iso, set_threads
-from teachers.checkpoint import load_checkpoint
+from teachers import load_checkpoint
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:

@@ -32,12 +32,9 @@ so cutting it leaves every kept output unchanged. A channel with γ = 0 but β �
 constant; cutting it shifts the next layer's input by that constant, which fine-tuning absorbs
 (das does not fold it into the next layer's bias).
 
-Saving: a spec plus a state dict, not a pickled module. :class:`PrunedSpec` names the unpruned
-network (a :func:`das.models.build_model` spec) and Torch-Pruning's pruning history (which
-channels of which group were removed, in order); :func:`load_pruned` rebuilds the base, replays
-the history and loads the weights strictly with ``weights_only=True``, so a file is data and
-never code, and it stays loadable when das's classes move. :func:`das.models.build_model`
-reads such a file, so a pruned network is a student (or teacher) spec like any other.
+Saving: a spec plus a state dict, not a pickled module (:mod:`das.nets.pruned`, which
+:func:`das.models.build_model` reads, so a pruned network is a student (or teacher) spec like
+any other). :func:`load_pruned` here builds the unpruned base with :func:`das.models.build_model`.
 """
 
 from __future__ import annotations
@@ -56,8 +53,8 @@ from torch import nn
 from das.errors import DasError
 from das.models import build_model
 from das.nets import pruned as _pruned
-from das.nets.pruned import (  # noqa: F401  (FORMAT, save_pruned: slimming's files, re-exported for its users)
-    FORMAT, IndexShortcut, IndexShortcutPruner, PrunedSpec, dependency_graph, index_shortcuts, measure_feature_points,
+from das.nets.pruned import (  # noqa: F401  (save_pruned re-exported: prune.py's slimming writes these files)
+    IndexShortcut, IndexShortcutPruner, PrunedSpec, dependency_graph, index_shortcuts, measure_feature_points,
     plain_history, save_pruned,
 )
 from das.spec import ArchSpec

@@ -15,7 +15,7 @@ from torch import nn
 
 from das.errors import DasError
 from das.proxies import ENSEMBLE_MEMBERS, PROXIES, EnsembleReference, Proxy, ScoringContext, score
-from das.proxies.context import prunable_layers
+from das.nets.weights import prunable_layers
 from tests.tinynets import batch, ReluOnly, TinyNet
 
 ALL = PROXIES.names()

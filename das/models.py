@@ -81,7 +81,8 @@ def model_source(spec: str | ArchSpec) -> ModelSource | None:
     """The registered source that claims ``spec``, or None for an architecture or a teacher spec."""
     if not isinstance(spec, str):
         return None
-    return next((MODEL_SOURCES.get(name) for name in MODEL_SOURCES if MODEL_SOURCES.get(name).claims(spec)), None)
+    sources = (MODEL_SOURCES.get(name) for name in MODEL_SOURCES)
+    return next((source for source in sources if source.claims(spec)), None)
 
 
 def build_model(spec: str | ArchSpec, num_classes: int, checkpoint: str | None = None) -> nn.Module:

@@ -7,9 +7,8 @@ are resolved, and ``from package import name`` is an edge to ``package.name`` wh
 module of the repository, else to the package's ``__init__``. Imports under
 ``if TYPE_CHECKING:`` run no code (annotations only), so they cannot close a circle at run time
 and the circle check leaves them out; they still say which way a dependency runs, so the layer
-check counts them. The parent packages a dotted
-import runs implicitly are not edges: a package ``__init__`` that re-exports its modules would
-otherwise sit in a circle with every one of them.
+check counts them. The parent packages a dotted import runs implicitly are not edges: a package
+``__init__`` that re-exports its modules would otherwise sit in a circle with every one of them.
 
 Two rules hold: no circle between files, and no import from a lower layer to a higher one.
 """
@@ -36,28 +35,26 @@ LAYERS: dict[str, int] = {
     # ground: plain data and helpers that import nothing of das above them
     "das.errors": GROUND,
     "das.registry": GROUND,
-    "das.spec": GROUND,  # the spec builds through a builder that das.spaces installs, never imports it
+    "das.spec": GROUND,  # builds through the builder das.spaces hands it (das.spec.set_builder), never imports them
     "das.features": GROUND,
     "das.stats": GROUND,
     "das.paths": GROUND,
-    "das.importing": GROUND,
-    "das.relations": GROUND,  # sample-relation matrices: the DisWOT proxy's and the relation loss's  # package.module:function specs, for every registry that takes them
+    "das.importing": GROUND,  # package.module:function specs, for every registry that takes them
+    "das.relations": GROUND,  # sample-relation matrices: the DisWOT proxy's and the relation loss's
     "das.cli": GROUND,  # command-line helpers shared by the entry points and the workflows' commands
     "das.evaluate": GROUND,  # top-1 accuracy of any module on any batches: torch only
     # building blocks: networks, data, proxies, spaces, teachers and what combines them
-    # das/__init__.py alone (not the modules under it): importing das loads the built-in spaces,
-    # which hand ArchSpec.build its builder, so the spec (ground) never imports them.
-    "das": BLOCKS,
-    "das.nets": BLOCKS,  # network code shared by teachers and spaces: CIFAR ResNets, tracing, stages
+    "das": BLOCKS,  # das/__init__.py alone: importing das loads the built-in spaces (see das.spec)
+    "das.nets": BLOCKS,  # network code shared by teachers, spaces, proxies and pruning: the bottom block
     "teachers": BLOCKS,
     "das.data": BLOCKS,
     "das.proxies": BLOCKS,
     "das.spaces": BLOCKS,
-    "das.report": BLOCKS,
-    "das.storage": BLOCKS,  # an Optuna storage from one string: the search's, and das.models' to read a leaderboard  # scoring reports over data, proxies and teachers; used by search and calibrate
-    # das.models combines spaces and teachers (one string names a student or a teacher) and is
-    # used by every workflow, so it is the top building block, below the workflows. Pruned
-    # networks are read through a loader that das.prune registers with it.
+    "das.storage": BLOCKS,  # an Optuna storage from one string: the search's, and das.models' to read a leaderboard
+    "das.report": BLOCKS,  # scoring reports over data, proxies and teachers; used by search and calibrate
+    # das.models turns one string into a network (an architecture of a space, a teacher, a
+    # network file) and every workflow uses it, so it is the top building block, below the
+    # workflows; it is a registry of model sources and imports no workflow.
     "das.models": BLOCKS,
     # workflows
     "das.distill": WORKFLOWS,

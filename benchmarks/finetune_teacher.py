@@ -42,7 +42,7 @@ from das.errors import DasError
 from das.evaluate import top1_accuracy
 from das.models import build_model
 from das.paths import shared_data_dir
-from teachers.checkpoint import load_checkpoint
+from teachers import load_checkpoint
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:

@@ -16,7 +16,7 @@ from pathlib import Path
 import optuna
 
 from das.errors import DasError
-from das.search.storage import make_storage
+from das.storage import make_storage
 
 # The checkout that holds these benchmarks: its search.py is the one measured.
 ROOT = Path(__file__).resolve().parent.parent

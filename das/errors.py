@@ -22,3 +22,17 @@ def close_matches_hint(name: str, choices: Iterable[str]) -> str:
     if close:
         return "did you mean " + " or ".join(repr(c) for c in close) + "?"
     return "known: " + ", ".join(choices) if choices else "nothing is registered"
+
+
+def close_names_hint(name: str, choices: Iterable[str], lister: str) -> str:
+    """Close matches among a library's many names (timm has over a thousand), never the whole list.
+
+    Args:
+        name: the unknown name.
+        choices: the library's names.
+        lister: the call that lists them, named when nothing is close.
+    """
+    close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.6)
+    if close:
+        return "did you mean " + " or ".join(repr(c) for c in close) + "?"
+    return f"{lister} lists the known names"

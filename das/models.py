@@ -11,30 +11,78 @@ that is not one (a teacher spec, :func:`teachers.create_teacher`):
   names: ``study.journal`` beside the CSV, or the storage that ``search_config.yaml`` beside it
   records;
 - an inline ArchSpec JSON (``{"space": "nb201", "choices": {...}, "space_args": {...}}``);
-- ``runs/x/pruned.pt``: a network slimmed by :mod:`das.prune.slim` (its spec and weights, as
-  :func:`das.prune.slim.save_pruned` writes them), e.g. a student to fine-tune or distil;
+- ``runs/x/pruned.pt``: a network file with its spec and weights (:mod:`das.nets.pruned`, as
+  prune.py's slimming writes them), e.g. a student to fine-tune or distil;
 - a registered teacher name (``resnet20``), ``timm:NAME``, ``torchvision:NAME`` or
   ``package.module:function``.
+
+The kinds of strings are model sources in a registry (:data:`MODEL_SOURCES`): each source says
+which strings it reads and builds their network. A string no source claims is an architecture
+of a search space or a teacher spec. This module sits above the spaces and the teachers and
+below every workflow; it reads a search's outputs (leaderboard, Pareto front, study) but
+imports nothing of the search, the distillation or the pruning.
 """
 
 from __future__ import annotations
 
 import csv
 import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from das.errors import DasError
+from das.nets.checkpoint import load_checkpoint
+from das.registry import Registry
 from das.spec import ArchSpec
+from das.storage import hide_password, make_storage
+from teachers import create_teacher
 
 #: ``PATH.csv#N``; the part after ``#`` is checked separately so a bad rank gets its own message.
 _LEADERBOARD_ROW = re.compile(r"(?P<path>.+\.csv)(?:#(?P<rank>.*))?", re.IGNORECASE)
 #: ``PATH.json#N``: an entry of a pareto.json (likewise).
 _PARETO_ENTRY = re.compile(r"(?P<path>.+\.json)#(?P<index>.*)", re.IGNORECASE)
-#: Files that :func:`build_model` reads as pruned networks (:func:`das.prune.slim.save_pruned`).
-PRUNED_SUFFIXES = (".pt", ".pth")
+#: Files that :func:`build_model` reads as networks with their own spec (:func:`das.nets.pruned.save_pruned`).
+NETWORK_FILE_SUFFIXES = (".pt", ".pth")
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """A kind of string that names a network, and how to build it.
+
+    Attributes:
+        name: the registry name.
+        claims: whether a string is of this kind (checked before anything else).
+        build: ``build(spec, num_classes)``, the network the string names (weights included, if it carries any).
+    """
+
+    name: str
+    claims: Callable[[str], bool]
+    build: Callable[[str, int], nn.Module]
+
+
+MODEL_SOURCES: Registry[ModelSource] = Registry("model source")
+
+
+def register_model_source(name: str, claims: Callable[[str], bool]) -> Callable[[Callable[[str, int], nn.Module]], Callable[[str, int], nn.Module]]:
+    """Decorator: register ``build(spec, num_classes)`` for the strings ``claims`` accepts."""
+
+    def decorator(build: Callable[[str, int], nn.Module]) -> Callable[[str, int], nn.Module]:
+        MODEL_SOURCES.add(name, ModelSource(name, claims, build))
+        return build
+
+    return decorator
+
+
+def model_source(spec: str | ArchSpec) -> ModelSource | None:
+    """The registered source that claims ``spec``, or None for an architecture or a teacher spec."""
+    if not isinstance(spec, str):
+        return None
+    sources = (MODEL_SOURCES.get(name) for name in MODEL_SOURCES)
+    return next((source for source in sources if source.claims(spec)), None)
 
 
 def build_model(spec: str | ArchSpec, num_classes: int, checkpoint: str | None = None, what: str = "teacher") -> nn.Module:
@@ -43,38 +91,36 @@ def build_model(spec: str | ArchSpec, num_classes: int, checkpoint: str | None =
     Args:
         spec: an :class:`ArchSpec`, a path to an architecture JSON (``best_arch.json``), a
             Pareto entry (``pareto.json#N``), a leaderboard row (``leaderboard.csv#N``), an inline ArchSpec JSON, a
-            pruned network (``pruned.pt``, built with its saved weights), or a teacher spec
+            string a registered source claims (``pruned.pt``, built with its saved weights), or a teacher spec
             (``resnet20``, ``timm:NAME``, ``torchvision:NAME``, ``package.module:function``).
         num_classes: classifier outputs.
         checkpoint: optional local weights, loaded strictly.
         what: what the network is to the caller, for the messages of a teacher spec that fails
             to build ("unknown student 'x'" rather than "unknown teacher 'x'").
     """
-    if pruned_path(spec):
-        from das.prune.slim import load_pruned  # imports Torch-Pruning, so only when needed
-
-        model = load_pruned(spec, num_classes)
-        if checkpoint:
-            from teachers.checkpoint import load_checkpoint
-
-            load_checkpoint(model, checkpoint)
-        return model
-    arch = arch_spec(spec)
-    if arch is None:
-        from teachers import create_teacher
-
-        return create_teacher(str(spec), checkpoint=checkpoint, num_classes=num_classes, what=what)
-    model = arch.build(num_classes)
+    source = model_source(spec)
+    if source is not None:
+        model = source.build(spec, num_classes)
+    else:
+        arch = arch_spec(spec)
+        if arch is None:
+            return create_teacher(str(spec), checkpoint=checkpoint, num_classes=num_classes, what=what)
+        model = arch.build(num_classes)
     if checkpoint:
-        from teachers.checkpoint import load_checkpoint
-
         load_checkpoint(model, checkpoint)
     return model
 
 
-def pruned_path(spec: str | ArchSpec) -> bool:
-    """Whether ``spec`` names a pruned network's file (``.pt``/``.pth``; what is in it is checked on loading)."""
-    return isinstance(spec, str) and spec.strip().lower().endswith(PRUNED_SUFFIXES)
+def network_file(spec: str | ArchSpec) -> bool:
+    """Whether ``spec`` names a network file (``.pt``/``.pth``; what is in it is checked on loading)."""
+    return isinstance(spec, str) and spec.strip().lower().endswith(NETWORK_FILE_SUFFIXES)
+
+
+@register_model_source("network file", claims=network_file)
+def _network_file(spec: str, num_classes: int) -> nn.Module:
+    from das.nets.pruned import load_pruned  # imports Torch-Pruning, so only when a file is read
+
+    return load_pruned(spec, build_model, num_classes)
 
 
 def arch_spec(spec: str | ArchSpec) -> ArchSpec | None:
@@ -201,8 +247,6 @@ def _open_study(path: Path, what: str):
     """The Optuna study of the search that wrote the leaderboard at ``path``, as search_config.yaml records it."""
     import optuna
     import yaml
-
-    from das.search.storage import hide_password, make_storage
 
     run_dir = path.parent
     config = run_dir / "search_config.yaml"

@@ -8,6 +8,7 @@ one name is a bug), and an unknown name lists the close matches.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
 
 from das.errors import DasError, close_matches_hint
@@ -44,6 +45,31 @@ class Registry(Generic[T]):
             raise ValueError(f"{self.kind} {name!r} is already registered")
         self._items[name] = obj
         self._meta[name] = dict(meta)
+
+    def unregister(self, name: str) -> T:
+        """Remove ``name`` and return what was registered under it (an unknown name lists the close matches)."""
+        obj = self.get(name)
+        del self._items[name]
+        del self._meta[name]
+        return obj
+
+    @contextmanager
+    def registered(self, name: str, obj: T, **meta: Any) -> Iterator[T]:
+        """Register ``obj`` under ``name`` for the duration of a ``with`` block (a test's own proxy or space)."""
+        self.add(name, obj, **meta)
+        try:
+            yield obj
+        finally:
+            self.unregister(name)
+
+    @contextmanager
+    def temporary(self) -> Iterator[Registry[T]]:
+        """A ``with`` block after which the registry holds exactly what it held before it (registrations made inside are undone)."""
+        items, meta = dict(self._items), {k: dict(v) for k, v in self._meta.items()}
+        try:
+            yield self
+        finally:
+            self._items, self._meta = items, meta
 
     def get(self, name: str) -> T:
         try:

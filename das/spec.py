@@ -8,7 +8,7 @@ spec (best_arch.json, a student checkpoint) can rebuild the network with :meth:`
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,16 @@ from torch import nn
 from das.errors import DasError
 
 Scalar = str | int | float | bool
+
+#: Builds a spec's network; :mod:`das.spaces` sets it on import (the spaces sit above the spec,
+#: and importing them here would make each import the other).
+_builder: Callable[[ArchSpec, int], nn.Module] | None = None
+
+
+def set_builder(builder: Callable[[ArchSpec, int], nn.Module]) -> None:
+    """Make :meth:`ArchSpec.build` call ``builder(spec, num_classes)``; :mod:`das.spaces` passes its registry's."""
+    global _builder
+    _builder = builder
 
 
 def _freeze(mapping: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
@@ -89,10 +99,10 @@ class ArchSpec:
         return cls.from_dict(data)
 
     def build(self, num_classes: int) -> nn.Module:
-        """Build the network this spec describes."""
-        from das.spaces import create_space
-
-        return create_space(self.space, **dict(self.space_args)).build(self, num_classes)
+        """Build the network this spec describes, with the space it names (:mod:`das.spaces`)."""
+        if _builder is None:
+            raise DasError(f"cannot build {self}: no search spaces are loaded; import das.spaces first")
+        return _builder(self, num_classes)
 
     def __str__(self) -> str:
         body = ",".join(f"{k}={v}" for k, v in self.choices)

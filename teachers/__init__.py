@@ -12,7 +12,7 @@ A teacher spec is one of
   (:mod:`teachers.imported`).
 
 Weights only ever come from a local file (``checkpoint=``, loaded strictly by
-:func:`teachers.checkpoint.load_checkpoint`); das never downloads from a hub, so a run is
+:func:`das.nets.checkpoint.load_checkpoint`); das never downloads from a hub, so a run is
 reproducible offline and a teacher cannot change under it. Every teacher answers
 :func:`das.features.feature_points`: each module above says where its points come from.
 """
@@ -22,13 +22,13 @@ from __future__ import annotations
 from torch import nn
 
 from das.errors import DasError, close_matches_hint
+from das.nets.tracing import DeclaredPoints
 from teachers import cifar_resnet  # noqa: F401  (registers the built-in teachers)
-from teachers.checkpoint import load_checkpoint
+from das.nets.checkpoint import load_checkpoint
 from teachers.imported import imported_teacher
 from teachers.registry import TEACHERS, register_teacher, teacher_names
 from teachers.timm_models import timm_teacher
 from teachers.torchvision_models import torchvision_teacher
-from teachers.tracing import DeclaredPoints
 
 __all__ = ["TEACHERS", "DeclaredPoints", "create_teacher", "load_checkpoint", "register_teacher", "teacher_names"]
 

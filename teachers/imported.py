@@ -7,14 +7,14 @@ from an example input (:func:`das.features.infer_feature_points`).
 
 from __future__ import annotations
 
-import importlib
 import inspect
 from collections.abc import Callable
 from typing import Any
 
 from torch import nn
 
-from das.errors import DasError, close_matches_hint
+from das.errors import DasError
+from das.importing import import_function
 
 __all__ = ["import_function", "imported_teacher"]
 
@@ -34,34 +34,6 @@ def imported_teacher(module_name: str, attr: str, num_classes: int, spec: str, w
     if not isinstance(model, nn.Module):
         raise DasError(f"{what} factory {spec!r} returned a {type(model).__name__}, not a torch.nn.Module")
     return model
-
-
-def import_function(
-    module_name: str, attr: str, spec: str, what: str = "teacher", example: str = "my_models.nets:big_cnn",
-    expected: str = "a function returning an nn.Module",
-) -> Callable[..., Any]:
-    """The callable ``attr`` of module ``module_name``, with one-line errors naming ``spec``.
-
-    Args:
-        module_name, attr: the two halves of ``spec`` (``package.module:function``).
-        spec: the whole spec, for error messages.
-        what: what the spec names ("teacher", "space"), for error messages.
-        example: a well-formed spec, shown when ``spec`` is malformed.
-        expected: what the callable must be, shown when ``attr`` is not callable.
-    """
-    if not module_name or not attr.isidentifier():
-        raise DasError(f"{what} spec {spec!r} is not package.module:function (e.g. {example!r})")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as e:
-        raise DasError(f"cannot import {module_name!r} for {what} {spec!r} ({e}); put it on PYTHONPATH") from None
-    factory = getattr(module, attr, None)
-    if factory is None:
-        public = [n for n in dir(module) if not n.startswith("_") and callable(getattr(module, n))]
-        raise DasError(f"module {module_name!r} has no {attr!r} for {what} {spec!r}: {close_matches_hint(attr, public)}")
-    if not callable(factory):
-        raise DasError(f"{spec!r} is a {type(factory).__name__}, not {expected}")
-    return factory
 
 
 def _accepts_num_classes(factory: Callable[..., Any]) -> bool:

@@ -8,12 +8,12 @@ registered: :func:`teachers.create_teacher` dispatches them.
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import TypeVar, overload
 
 from torch import nn
 
+from das.errors import close_names_hint
 from das.registry import Registry
 
 __all__ = ["TEACHERS", "Factory", "close_names_hint", "register_teacher", "teacher_names"]
@@ -42,17 +42,3 @@ def register_teacher(name_or_factory: F | str | None = None) -> F | Callable[[F]
 def teacher_names() -> list[str]:
     """The registered teacher names, sorted (timm/torchvision/module specs are not listed)."""
     return TEACHERS.names()
-
-
-def close_names_hint(name: str, choices: Iterable[str], lister: str) -> str:
-    """Close matches among a library's many names (timm has over a thousand), never the whole list.
-
-    Args:
-        name: the unknown name.
-        choices: the library's names.
-        lister: the call that lists them, named when nothing is close.
-    """
-    close = difflib.get_close_matches(name, list(choices), n=3, cutoff=0.6)
-    if close:
-        return "did you mean " + " or ".join(repr(c) for c in close) + "?"
-    return f"{lister} lists the known names"

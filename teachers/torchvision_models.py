@@ -2,7 +2,7 @@
 
 The model is ``torchvision.models.get_model(NAME, weights=None, num_classes=...)``: built by name
 only, never downloaded (weights come from a local checkpoint). Its feature points are found at
-ImageNet size: the stages from torchvision's graph node names (:mod:`teachers.graph_stages`:
+ImageNet size: the stages from torchvision's graph node names (:mod:`das.nets.graph_stages`:
 ``relu``, ``layer1`` ... ``layer3`` of a ResNet, the last block at each stride of a MobileNet or
 EfficientNet); the final map is the input of the last global pooling layer before the last
 ``nn.Linear`` (or, where the pooling is functional as in DenseNet, the last spatial map before
@@ -15,11 +15,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from das.errors import DasError
+from das.errors import DasError, close_names_hint
 from das.features import FeaturePoint
-from teachers.registry import close_names_hint
-from teachers.graph_stages import graph_stages
-from teachers.tracing import Call, DeclaredPoints, classifier_point, is_global_pool, is_nchw, no_map_error, producer, trace
+from das.nets.graph_stages import graph_stages
+from das.nets.tracing import Call, DeclaredPoints, classifier_point, is_global_pool, is_nchw, no_map_error, producer, trace
 
 __all__ = ["pooled_points", "torchvision_points", "torchvision_teacher"]
 

@@ -52,8 +52,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from das.errors import DasError, close_matches_hint
-from das.proxies.diswot import relation_matrix, row_distance
 from das.registry import Registry
+from das.relations import relation_matrix, row_distance
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -27,7 +27,7 @@ leaves no label term with non-zero weight cannot train alone and is refused. Reg
 student's own parameters (``bn_l1``, network slimming's L1 on BatchNorm scales) belong to the
 student, so both runs keep them at their configured weight.
 
-A student pruned at initialisation (:mod:`das.prune.masks`, applied by prune.py) saves its masks in
+A student pruned at initialisation (:mod:`das.nets.masks`, applied by prune.py) saves its masks in
 its checkpoints; :meth:`DistillModule.on_load_checkpoint` puts them back before the weights load,
 so ``--ckpt_path last`` and ``DistillModule.load_from_checkpoint`` rebuild the same masked student.
 """
@@ -53,6 +53,7 @@ from das.distill.rng import rng_states, set_rng_states
 from das.errors import DasError
 from das.features import FeaturePoint, FeatureTap, feature_points, final_point
 from das.models import arch_spec, build_model
+from das.nets.masks import apply_masks, masks_from_state_dict
 from das.spec import ArchSpec
 
 
@@ -345,13 +346,11 @@ class DistillModule(L.LightningModule):
     def _restore_masks(self, state: dict[str, torch.Tensor]) -> None:
         """Put back the pruning masks a checkpoint's student carries, so its masked keys load strictly.
 
-        A student pruned at initialisation (prune.py) trains with das.prune.masks parametrizations,
+        A student pruned at initialisation (prune.py) trains with das.nets.masks parametrizations,
         whose state dict holds ``...parametrizations.weight.original`` and ``...0.mask`` in place of
         ``...weight``. Called before Lightning loads the state dict, both on resuming a fit and in
         ``load_from_checkpoint``; the masks stay fixed for the rest of the fit.
         """
-        from das.prune.masks import apply_masks, masks_from_state_dict  # das.prune imports the proxies: only when needed
-
         prefix = "student."
         masks = masks_from_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
         if not masks:

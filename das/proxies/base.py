@@ -6,8 +6,8 @@ search can always maximise. ``score()`` gives every proxy requested together one
 labelled pass carries the hooks of all their needs, so shared passes run once per model.
 
 Needs are the built-in products of the context (``weight_grads``, ``batch_grads``,
-``data_free``; see :data:`das.proxies.context.BUILTIN_NEEDS`) and the registered taps
-(``relu_kernel``, ``fisher``, ``input_jacobian``, ...; see :func:`das.proxies.context.register_tap`).
+``data_free``; see :data:`das.proxies.needs.BUILTIN_NEEDS`) and the registered taps
+(``relu_kernel``, ``fisher``, ``input_jacobian``, ...; see :func:`das.proxies.needs.register_tap`).
 A proxy with no needs (``params``, ``flops``) reads only the model.
 """
 
@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from das.proxies.needs import known_needs
 from das.registry import Registry
 
 if TYPE_CHECKING:
@@ -66,8 +67,6 @@ def register_proxy(
         min_batches: fewest probe batches it works with.
         needs_reference: the proxy ranks against a reference population.
     """
-    from das.proxies.context import known_needs
-
     wanted = frozenset(needs)
     unknown = wanted - known_needs()
     if unknown:

@@ -36,18 +36,12 @@ from torch import nn
 
 from das.errors import DasError
 from das.features import FeaturePoint, feature_points, final_point, logits_point
+from das.nets.weights import prunable_layers
 from das.proxies.activations import watch_activations
-from das.registry import Registry
+from das.proxies.base import PROXIES
+from das.proxies.needs import BUILTIN_NEEDS, TAPS, known_needs, register_tap  # noqa: F401  (re-exported: proxies import them from here)
 
 Batch = tuple[torch.Tensor, torch.Tensor]
-
-#: Products the context computes itself (the other needs are registered taps).
-BUILTIN_NEEDS: dict[str, str] = {
-    "weight_grads": "∂CE/∂W of every conv/linear weight on the first probe batch (the shared backward)",
-    "batch_grads": "the same gradients on every probe batch (one forward+backward per further batch)",
-    "data_free": "no probe data: the proxy runs its own pass on a synthetic input",
-}
-
 
 @dataclass(frozen=True)
 class Capture:
@@ -152,23 +146,6 @@ class Tap:
         """Extra backward passes on the recorded graph (``retain_graph=True``; freed afterwards)."""
 
 
-TAPS: Registry[type[Tap]] = Registry("tap")
-
-
-def register_tap(name: str) -> Callable[[type[Tap]], type[Tap]]:
-    """Class decorator: make a :class:`Tap` available as the need ``name``."""
-
-    def decorator(cls: type[Tap]) -> type[Tap]:
-        TAPS.add(name, cls)
-        return cls
-
-    return decorator
-
-
-def known_needs() -> set[str]:
-    return set(BUILTIN_NEEDS) | set(TAPS.names())
-
-
 @dataclass
 class LabelledPass:
     """The shared pass on the first probe batch.
@@ -188,15 +165,6 @@ class LabelledPass:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def prunable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The layers whose weights gradient-based proxies score: convolutions and linear layers."""
-    return [
-        (name, m)
-        for name, m in model.named_modules()
-        if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)) and isinstance(getattr(m, "weight", None), torch.Tensor)
-    ]
 
 
 @contextmanager
@@ -258,8 +226,6 @@ class ScoringContext:
 
     def value(self, proxy: str) -> float:
         """The score of a registered proxy on this context, computed once (an ensemble reads its members)."""
-        from das.proxies.base import PROXIES
-
         return self.memo(f"proxy:{proxy}", lambda: float(PROXIES.get(proxy).fn(self)))
 
     def require(self, need: str) -> None:

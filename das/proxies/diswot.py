@@ -56,20 +56,11 @@ from das.features import feature_points
 from das.proxies.base import register_proxy
 from das.proxies.context import Capture, ScoringContext, capture
 from das.proxies.state import preserved
+from das.relations import relation_matrix, row_distance
 
 #: Which weights of the teacher a student is compared with (see the module docstring).
 TEACHER_INITS = ("random", "trained")
 DEFAULT_TEACHER_INIT = "random"
-
-
-def relation_matrix(feature_map: torch.Tensor) -> torch.Tensor:
-    """B×B sample-relation matrix of a feature map, rows L2-normalised (zero rows stay zero).
-
-    Computed in the input's dtype and differentiable, so the ``relation`` training loss uses it
-    too; the proxy passes float64 maps.
-    """
-    flat = feature_map.reshape(feature_map.shape[0], -1)
-    return F.normalize(flat @ flat.T, dim=1)
 
 
 def classifier_weight_grad(classifier_input: torch.Tensor, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -96,18 +87,6 @@ def semantic_matrices(weight_grad: torch.Tensor) -> torch.Tensor:
     """K×C×C: per class, the outer product of its gradient row with itself, rows L2-normalised."""
     g = weight_grad.double()
     return F.normalize(g.unsqueeze(2) * g.unsqueeze(1), dim=2)
-
-
-def row_distance(reference: torch.Tensor, candidate: torch.Tensor) -> torch.Tensor:
-    """Squared distance of each row (last dimension); a zero row of ``candidate`` costs 4.
-
-    A zero row has no direction, so its normalisation is undefined. The paper does not cover
-    this case; das counts it at the largest distance two unit rows can have, 4, so a network
-    that ignores its input ranks last (a zero row would otherwise cost only 1).
-    """
-    per_row = ((reference - candidate) ** 2).sum(dim=-1)
-    dead = candidate.abs().sum(dim=-1) == 0
-    return torch.where(dead, torch.full_like(per_row, 4.0), per_row)
 
 
 def relation_distance(teacher: torch.Tensor, student: torch.Tensor) -> float:

@@ -6,10 +6,10 @@ modes :mod:`das.prune.masked_run` and :mod:`das.prune.slim_run`)."""
 from das.prune import baselines as _baselines  # noqa: F401  (each import registers its methods)
 from das.prune import px as _px  # noqa: F401
 from das.prune.at_init import SCOPES, check_density, prune_at_init, saliency_scores
-from das.prune.masks import WeightMask, applied_masks, apply_masks, density_report, masks_from_state_dict, remove_masks
+from das.nets.masks import WeightMask, applied_masks, apply_masks, density_report, masks_from_state_dict, remove_masks
 from das.prune.registry import SALIENCIES, Saliency, ScoringInputs, register_saliency
 from das.prune.select import exponential_schedule
-from das.prune.weights import prunable_weights
+from das.nets.weights import prunable_weights
 
 __all__ = [
     "SALIENCIES",

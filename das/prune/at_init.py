@@ -1,13 +1,13 @@
 """Pruning at initialisation: score, keep the best, repeat on the masked network.
 
 ``prune_at_init(model, "px", 0.05, batches)`` returns one bool mask per prunable weight (every
-conv and linear weight, the classifier included: see :mod:`das.prune.weights`) keeping
+conv and linear weight, the classifier included: see :mod:`das.nets.weights`) keeping
 exactly ``round(0.05 · N)`` of the ``N`` weights, at least one in every layer
 (:mod:`das.prune.select`). Iterative methods (``px``, ``synflow``: 100 rounds by default)
 re-score the masked network at each of ``rounds`` steps of the exponential schedule
 ``d_k = density^(k/rounds)`` (Tanaka et al., NeurIPS 2020), which is what lets data-free
 SynFlow avoid layer collapse and what PX inherits; one-shot methods score once. The model is
-left exactly as it was: apply the masks with :func:`das.prune.masks.apply_masks`.
+left exactly as it was: apply the masks with :func:`das.nets.masks.apply_masks`.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from das.errors import DasError, close_matches_hint
 from das.proxies.state import preserved
 from das.prune.registry import SALIENCIES, Batch, Saliency, ScoringInputs
 from das.prune.select import exponential_schedule, keep_count, select
-from das.prune.weights import prunable_weights
+from das.nets.weights import prunable_weights
 
 SCOPES = ("global", "layer")
 

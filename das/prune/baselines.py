@@ -25,7 +25,7 @@ from das.errors import DasError
 from das.proxies.context import ScoringContext
 from das.proxies.synflow import _RESCUE, synflow_scores
 from das.prune.registry import ScoringInputs, register_saliency
-from das.prune.weights import prunable_weights
+from das.nets.weights import prunable_weights
 
 
 @register_saliency("random")

@@ -15,28 +15,25 @@ are the masked network's exactly; ``masks.pt`` keeps the masks for training on s
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import lightning as L
 import torch
 
 from das.data import probe_batches
-from das.distill.command import teacher_accuracy
+from das.distill.command import DasCLI, teacher_accuracy
 from das.distill.module import DistillModule
 from das.prune.at_init import prune_at_init
 from das.prune.config import PruneConfig
-from das.prune.masks import apply_masks, remove_masks
+from das.nets.masks import apply_masks, remove_masks
 from das.prune.registry import SALIENCIES
 from das.prune.runfiles import RunFiles
 from das.prune.sizes import density_section, masked_size
 from das.prune.steps import export, test_accuracy, train_recorded
-from teachers.checkpoint import load_checkpoint
-
-if TYPE_CHECKING:  # the command imports this module
-    from das.prune.command import PruneCLI
+from das.nets.checkpoint import load_checkpoint
 
 
-def run_at_init(cli: PruneCLI, cfg: PruneConfig, files: RunFiles, settings: dict[str, Any], resuming: bool) -> dict[str, Any]:
+def run_at_init(cli: DasCLI, cfg: PruneConfig, files: RunFiles, settings: dict[str, Any], resuming: bool) -> dict[str, Any]:
     """Prune ``cli.model``'s student at initialisation, train it, export it; the results (also in prune_results.json)."""
     module, data, trainer = cli.model, cli.datamodule, cli.trainer
     results = files.read(settings) if resuming else None

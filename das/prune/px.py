@@ -109,7 +109,7 @@ from das.proxies.activations import _FUNCTIONS, counted_call, watch_activations
 from das.proxies.context import seeded
 from das.proxies.state import batchnorm_forwards, eval_mode, train_mode
 from das.prune.registry import ScoringInputs, register_saliency
-from das.prune.weights import prunable_weights
+from das.nets.weights import prunable_weights
 
 #: The data-term rescue: the pass is linear in its input, so scaling it rescales every score alike.
 _RESCUE = 2.0**-511

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from das.prune.masks import density_report
+from das.nets.masks import density_report
 from das.prune.slim import NetworkSize
 from das.stats import count_flops, count_params
 

@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import json
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import lightning as L
 
+from das.distill.command import DasCLI
 from das.distill.fit import export_student, fit_and_test
 from das.distill.module import DistillModule
 from das.models import build_model
@@ -30,10 +31,7 @@ from das.prune.runfiles import RunFiles
 from das.prune.slim import save_pruned, slim
 from das.prune.steps import derived_module, export, test_accuracy, train_recorded
 from das.spec import ArchSpec
-from teachers.checkpoint import load_checkpoint
-
-if TYPE_CHECKING:  # the command imports this module
-    from das.prune.command import PruneCLI
+from das.nets.checkpoint import load_checkpoint
 
 
 def base_spec(module: DistillModule) -> str:
@@ -42,7 +40,7 @@ def base_spec(module: DistillModule) -> str:
     return ArchSpec.from_dict(spec).to_json() if spec else str(module.hparams.student)
 
 
-def run_slim(cli: PruneCLI, cfg: PruneConfig, files: RunFiles, settings: dict[str, Any], resuming: bool) -> dict[str, Any]:
+def run_slim(cli: DasCLI, cfg: PruneConfig, files: RunFiles, settings: dict[str, Any], resuming: bool) -> dict[str, Any]:
     """Sparse-train (optional), slim and fine-tune ``cli.model``'s student; the results (also in prune_results.json)."""
     data, trainer = cli.datamodule, cli.trainer
     spec = base_spec(cli.model)
@@ -66,7 +64,7 @@ def run_slim(cli: PruneCLI, cfg: PruneConfig, files: RunFiles, settings: dict[st
     return results
 
 
-def sparse_train(cli: PruneCLI, cfg: PruneConfig, files: RunFiles, resuming: bool) -> tuple[str, dict[str, Any] | None]:
+def sparse_train(cli: DasCLI, cfg: PruneConfig, files: RunFiles, resuming: bool) -> tuple[str, dict[str, Any] | None]:
     """The unpruned network's weights file, after ``prune.sparse_epochs`` of sparse training when asked for.
 
     Returns the weights file and, when this run trained it, what the sparse training was.
@@ -93,7 +91,7 @@ def sparse_train(cli: PruneCLI, cfg: PruneConfig, files: RunFiles, resuming: boo
     return str(done), {**info, "test_acc": acc}
 
 
-def slim_unpruned(cli: PruneCLI, cfg: PruneConfig, files: RunFiles, settings: dict[str, Any], spec: str,
+def slim_unpruned(cli: DasCLI, cfg: PruneConfig, files: RunFiles, settings: dict[str, Any], spec: str,
                   unpruned_file: str, sparse: dict[str, Any] | None) -> dict[str, Any]:
     """Slim the unpruned network, write pruned.pt and the first prune_results.json."""
     data, trainer = cli.datamodule, cli.trainer

@@ -28,7 +28,7 @@ from das.search.grid import GridSpecs
 from das.search.ledger import Ledger, tally
 from das.search.reference import load_or_build_reference
 from das.search.resume import check_same_settings, remember_scored, score_settings, space_source, store_settings, trial_key
-from das.search.storage import make_storage
+from das.storage import make_storage
 from das.search.study import check_sampler, open_study, release_dead_trials
 from das.search.teacher_identity import check_same_teacher, check_teacher_here, teacher_accuracy
 from das.search.teacher_training import check_teacher, prepare_teacher

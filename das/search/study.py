@@ -2,14 +2,14 @@
 
 Three things make a run directory safe to share and to kill:
 
-- the storage's journal file is locked with ``flock`` (:mod:`das.search.storage`), so a process
+- the storage's journal file is locked with ``flock`` (:mod:`das.storage`), so a process
   killed while it holds the lock releases it and the next process goes on at once;
 - :class:`das.search.ledger.Ledger` keeps the study at ``study.trials`` distinct scored
   architectures however many processes join: Optuna numbers trials atomically, so a trial that
   finds ``total`` scored trials numbered before it stops its process instead of running;
 - :func:`release_dead_trials` stops counting a trial whose process died while it ran: on this
   machine at once, by its ``host:pid`` tag (a journal file has no heartbeat); on an RDB storage,
-  another machine's dead worker by Optuna's heartbeat (:data:`das.search.storage.HEARTBEAT_S`).
+  another machine's dead worker by Optuna's heartbeat (:data:`das.storage.HEARTBEAT_S`).
   Every worker calls it at the start of each trial, so the architecture the dead trial was scoring
   is retried at once (:mod:`das.search.ledger`).
 

@@ -56,7 +56,7 @@ from das.search.config import BudgetConfig, CalibrateConfig, SpaceConfig, StudyC
 from das.search.ledger import tally
 from das.search.optimize import optimize_here
 from das.search.prepare import Prepared, prepare_search
-from das.search.storage import hide_password
+from das.storage import hide_password
 
 #: Exit statuses a worker uses (das.cli's): 0 done, 1 a mistake, 130 interrupted.
 DONE, USER_ERROR, INTERRUPTED = 0, 1, 130

@@ -31,8 +31,8 @@ from torch import nn
 
 from das.errors import DasError, close_matches_hint
 from das.features import FeaturePoint
-from das.spaces import register_space
 from das.spaces.base import SearchSpace
+from das.spaces.registry import register_space
 from das.spec import ArchSpec
 
 #: The five candidate ops, in the benchmark's own order.

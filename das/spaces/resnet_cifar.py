@@ -47,11 +47,11 @@ import optuna
 from torch import nn
 
 from das.errors import DasError
-from das.spaces import register_space
+from das.nets.cifar_resnet import BasicBlock, CifarResNet
 from das.spaces.base import SearchSpace
+from das.spaces.registry import register_space
 from das.spaces.choices import distinct_positive
 from das.spec import ArchSpec
-from teachers.cifar_resnet import BasicBlock, CifarResNet
 
 #: BasicBlocks per stage, as in DisWOT's ResNet space.
 DEPTHS: tuple[int, ...] = (1, 3, 5, 7)

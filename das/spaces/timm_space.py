@@ -23,7 +23,7 @@ stages, at more FLOPs; ``{stem_type: deep, stem_width: 16}`` narrows a resnet's 
 Every member runs on any image size (timm's strided convolutions pad, so a 1×1 map stays 1×1);
 at timm's total stride of 32 the last map is 1×1 on CIFAR's 32×32 images and on 16×16 digits.
 
-Feature points are what ``timm:NAME`` teachers declare (:func:`teachers.timm_models.timm_points`):
+Feature points are what ``timm:NAME`` teachers declare (:func:`das.nets.timm_points.timm_points`):
 timm's ``feature_info`` stages, the output of ``forward_features`` as the final map, and the
 classifier. The space is finite: every member is a product of the choice lists, and
 :meth:`TimmSpace.canonical` merges multipliers that timm rounds to the same network.
@@ -42,12 +42,13 @@ import optuna
 import torch
 from torch import nn
 
-from das.errors import DasError, close_matches_hint
-from das.spaces import register_space
+from das.errors import DasError, close_matches_hint, close_names_hint
 from das.spaces.base import SearchSpace
+from das.spaces.registry import register_space
 from das.spaces.choices import distinct_positive
 from das.spec import ArchSpec
-from teachers.tracing import DeclaredPoints
+from das.nets.timm_points import timm_points
+from das.nets.tracing import DeclaredPoints
 
 #: timm's ResNet has exactly four stages (its ``forward_features`` calls layer1..layer4).
 STAGES = 4
@@ -161,8 +162,6 @@ class TimmSpace(SearchSpace):
 
     def build(self, spec: ArchSpec, num_classes: int) -> nn.Module:
         """The timm network of ``spec``, with random weights and declared feature points."""
-        from teachers.timm_models import timm_points
-
         if spec.space != self.name:
             raise DasError(f"cannot build a {spec.space!r} architecture with the {self.name!r} space")
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
@@ -254,8 +253,6 @@ class TimmSpace(SearchSpace):
             return model
         accepted = timm.list_models(module="resnet")
         if model not in accepted:
-            from teachers.registry import close_names_hint
-
             hint = close_names_hint(str(model), accepted, "timm.list_models(module='resnet')")
             raise DasError(f"timm space model {model!r} is not a timm ResNet: {hint}")
         return model

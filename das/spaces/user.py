@@ -42,6 +42,7 @@ import torch
 from torch import nn
 
 from das.errors import DasError
+from das.importing import import_function
 from das.spaces.base import SearchSpace
 from das.spec import ArchSpec
 
@@ -159,8 +160,6 @@ def user_space(spec: str) -> type[UserSpace]:
         DasError: a malformed spec, a module that cannot be imported, a missing function, or a
             function that takes no trial.
     """
-    from teachers.imported import import_function
-
     module_name, _, attr = spec.strip().partition(":")
     function = import_function(
         module_name, attr, spec, what="space", example=_EXAMPLE,

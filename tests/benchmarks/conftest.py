@@ -56,15 +56,17 @@ def fake_npz(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def register(monkeypatch: pytest.MonkeyPatch) -> Callable[..., str]:
+def register() -> Iterator[Callable[..., str]]:
     """Register a proxy for this test only: ``register(name, fn, min_batches=1)``."""
 
     def add(name: str, fn: Callable, min_batches: int = 1, needs_teacher: bool = False) -> str:
-        monkeypatch.setitem(PROXIES._items, name, Proxy(name, fn, needs_teacher, min_batches))
-        monkeypatch.setitem(PROXIES._meta, name, {})
+        if name in PROXIES:  # a test may replace a built-in proxy; the registry is restored afterwards
+            PROXIES.unregister(name)
+        PROXIES.add(name, Proxy(name, fn, needs_teacher, min_batches))
         return name
 
-    return add
+    with PROXIES.temporary():
+        yield add
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ import torch
 from optuna.trial import TrialState
 
 from das.cli import INTERRUPTED, USER_ERROR
-from das.search.storage import journal_storage
+from das.storage import journal_storage
 from das.search.study import release_dead_trials
 from tests.tinynets import TinyNet
 

@@ -16,7 +16,7 @@ import pytest
 from optuna.trial import TrialState
 
 from benchmarks.pgserver import server_bin, throwaway_server
-from das.search.storage import make_storage
+from das.storage import make_storage
 from tests.cli.test_search_cli import scored_keys, start, tiny  # noqa: F401  (tiny is a fixture)
 
 

@@ -13,7 +13,7 @@ import pytest
 from das.errors import DasError
 from das.models import arch_spec, build_model
 from das.search.results import leaderboard, write_leaderboard
-from das.search.storage import journal_storage
+from das.storage import journal_storage
 from das.spec import ArchSpec
 
 ARCHS = [

@@ -25,6 +25,20 @@ def test_registry_refuses_duplicates_and_suggests_close_names() -> None:
         reg.get("zzz")
 
 
+def test_registrations_for_a_block_are_undone() -> None:
+    reg: Registry[int] = Registry("thing")
+    reg.add("kept", 0)
+    with reg.registered("alpha", 1, note="x"):
+        assert reg.get("alpha") == 1 and reg.meta("alpha") == {"note": "x"}
+    assert "alpha" not in reg
+    with reg.temporary():
+        reg.add("beta", 2)
+        assert reg.unregister("kept") == 0
+    assert reg.names() == ["kept"] and reg.meta("kept") == {}
+    with pytest.raises(DasError, match="unknown thing 'kepd'"):
+        reg.unregister("kepd")
+
+
 def test_archspec_is_hashable_and_round_trips_through_json(tmp_path) -> None:
     spec = ArchSpec.make("nb201", {"arch": "|skip_connect~0|+|none~0|none~1|+|none~0|none~1|none~2|"}, {"C": 4, "N": 1})
     assert ArchSpec.from_json(spec.to_json()) == spec

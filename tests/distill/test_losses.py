@@ -20,7 +20,8 @@ from das.distill.losses import (
     register_loss,
 )
 from das.errors import DasError
-from das.proxies.diswot import relation_distance, relation_matrix
+from das.proxies.diswot import relation_distance
+from das.relations import relation_matrix
 
 
 def test_kd_is_zero_for_equal_logits_and_matches_the_formula() -> None:

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 
 from das.errors import DasError
 from das.proxies import DisWOTReference, score
-from das.proxies.diswot import classifier_weight_grad, match_width, relation_matrix, semantic_distance
+from das.proxies.diswot import classifier_weight_grad, match_width, semantic_distance
+from das.relations import relation_matrix
 from tests.tinynets import TinyNet, batch
 
 NAMES = ["diswot", "diswot_relation", "diswot_semantic"]

@@ -15,7 +15,7 @@ from torch import nn
 
 from das.errors import DasError
 from das.proxies import ENSEMBLE_MEMBERS, PROXIES, EnsembleReference, Proxy, ScoringContext, score
-from das.proxies.context import prunable_layers
+from das.nets.weights import prunable_layers
 from tests.tinynets import batch, ReluOnly, TinyNet
 
 ALL = PROXIES.names()
@@ -106,16 +106,14 @@ def test_seed_changes_only_random_probes() -> None:
     assert a["az_trainability"] != b["az_trainability"]
 
 
-def test_a_proxy_reading_an_undeclared_need_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_proxy_reading_an_undeclared_need_fails() -> None:
     sneaky = Proxy("sneaky", lambda ctx: float(sum(g.sum() for g in ctx.weight_grads())))
-    monkeypatch.setitem(PROXIES._items, "sneaky", sneaky)
-    with pytest.raises(DasError, match="weight_grads"):
+    with PROXIES.registered("sneaky", sneaky), pytest.raises(DasError, match="weight_grads"):
         score(net(), batches(), ["sneaky"])
 
 
-def test_a_non_finite_score_names_the_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(PROXIES._items, "broken", Proxy("broken", lambda ctx: float("nan")))
-    with pytest.raises(DasError, match="'broken'"):
+def test_a_non_finite_score_names_the_proxy() -> None:
+    with PROXIES.registered("broken", Proxy("broken", lambda ctx: float("nan"))), pytest.raises(DasError, match="'broken'"):
         score(net(), batches(), ["broken"])
 
 

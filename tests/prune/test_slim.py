@@ -13,9 +13,10 @@ from das.data import DasDataModule
 from das.distill import DistillModule
 from das.errors import DasError
 from das.models import build_model
-from das.prune.slim import IndexShortcut, PrunedSpec, SlimConfig, load_pruned, save_pruned, slim
+from das.nets.cifar_resnet import CifarResNet, PadShortcut
+from das.nets.pruned import IndexShortcut, PrunedSpec, save_pruned
+from das.prune.slim import SlimConfig, load_pruned, slim
 from das.stats import count_flops, count_params
-from teachers.cifar_resnet import CifarResNet, PadShortcut
 from tests.tinynets import TinyNet
 
 SIZE = (3, 8, 8)

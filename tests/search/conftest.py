@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import torch
 
@@ -13,13 +15,13 @@ from tests.tinysearch import ToySpace
 
 
 @pytest.fixture
-def toy(monkeypatch) -> type[ToySpace]:
-    monkeypatch.setitem(SPACES._items, "toy", ToySpace)
-    return ToySpace
+def toy() -> Iterator[type[ToySpace]]:
+    with SPACES.registered("toy", ToySpace):
+        yield ToySpace
 
 
 @pytest.fixture
-def counting(monkeypatch) -> list[int]:
+def counting() -> Iterator[list[int]]:
     """A proxy ``counting`` (its score: the model's parameters) that records the parameters of every model passed to it."""
     calls: list[int] = []
 
@@ -27,8 +29,8 @@ def counting(monkeypatch) -> list[int]:
         calls.append(count_params(ctx.model))
         return float(calls[-1])
 
-    monkeypatch.setitem(PROXIES._items, "counting", Proxy("counting", fn))
-    return calls
+    with PROXIES.registered("counting", Proxy("counting", fn)):
+        yield calls
 
 
 @pytest.fixture

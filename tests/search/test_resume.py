@@ -19,7 +19,7 @@ from das.data import DasDataModule
 from das.errors import DasError
 from das.evaluate import top1_accuracy
 from das.search import BudgetConfig, SpaceConfig, StudyConfig, TeacherConfig, run_search
-from das.search.storage import journal_lock, journal_storage
+from das.storage import journal_lock, journal_storage
 from das.search.study import worker_id
 from tests.tinynets import TinyNet
 

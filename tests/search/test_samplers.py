@@ -14,7 +14,7 @@ from das.errors import DasError
 from das.models import arch_spec, build_model
 from das.search import CalibrateConfig, SpaceConfig, run_search
 from das.search.ledger import INFEASIBLE, SCORED
-from das.search.storage import journal_storage
+from das.storage import journal_storage
 from das.spec import ArchSpec
 from das.stats import count_params
 from tests.tinysearch import search_args

@@ -20,7 +20,7 @@ from das.search import SpaceConfig, run_search
 from das.search.checks import make_space
 from das.search.config import BudgetConfig
 from das.search.ledger import DUPLICATE, INFEASIBLE, SCORED, Ledger
-from das.search.storage import journal_storage
+from das.storage import journal_storage
 from das.search.trial_objective import TrialObjective
 from das.spaces import create_space
 from das.spaces.nb201 import EDGES, parse_arch

@@ -14,7 +14,7 @@ import das.search.ledger as ledger_module
 from das.errors import DasError
 from das.search import run_search
 from das.search.ledger import RETRY_OF, SCORED, Ledger, tally
-from das.search.storage import journal_storage
+from das.storage import journal_storage
 from das.search.study import release_dead_trials
 from das.search.workers import sampler_seeds, thread_shares, worker_devices
 from das.spaces import create_space

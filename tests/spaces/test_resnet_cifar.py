@@ -17,11 +17,11 @@ from das.cli import guarded
 from das.errors import DasError
 from das.features import FeatureTap, feature_points
 from das.models import build_model
+from das.nets.cifar_resnet import PadShortcut
 from das.spaces import SPACES, create_space
 from das.spaces.resnet_cifar import ResNetCifarSpace, stage_widths
 from das.spec import ArchSpec
 from teachers import create_teacher
-from teachers.cifar_resnet import PadShortcut
 from tests.cli.test_train_cli import TINY
 
 RESNET20 = {"blocks": [3, 3, 3], "width": [1.0, 1.0, 1.0]}

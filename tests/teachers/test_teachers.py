@@ -18,7 +18,7 @@ from torch import nn
 from das.errors import DasError
 from das.features import FeatureTap, feature_points, final_point, logits_point, map_points
 from teachers import TEACHERS, create_teacher, register_teacher, teacher_names
-from teachers.checkpoint import load_checkpoint
+from das.nets.checkpoint import load_checkpoint
 from teachers.cifar_resnet import PadShortcut
 from tests.tinynets import TinyNet
 
@@ -159,23 +159,22 @@ def test_unknown_teacher_names_say_what_is_close(spec: str, message: str) -> Non
         create_teacher(spec)
 
 
-def test_register_teacher_both_forms(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Work on copies so the registry is back to the built-ins after this test.
-    monkeypatch.setattr(TEACHERS, "_items", dict(TEACHERS._items))
-    monkeypatch.setattr(TEACHERS, "_meta", dict(TEACHERS._meta))
+def test_register_teacher_both_forms() -> None:
+    with TEACHERS.temporary():  # the registry is back to the built-ins after this test
 
-    @register_teacher
-    def das_test_tiny(num_classes: int = 10) -> nn.Module:
-        return TinyNet(num_classes=num_classes)
+        @register_teacher
+        def das_test_tiny(num_classes: int = 10) -> nn.Module:
+            return TinyNet(num_classes=num_classes)
 
-    @register_teacher("das-test-wide")
-    def _wide(num_classes: int = 10) -> nn.Module:
-        return TinyNet(width=16, num_classes=num_classes)
+        @register_teacher("das-test-wide")
+        def _wide(num_classes: int = 10) -> nn.Module:
+            return TinyNet(width=16, num_classes=num_classes)
 
-    assert {"das_test_tiny", "das-test-wide"} <= set(teacher_names())
-    assert create_teacher("das-test-wide", num_classes=3).fc.out_features == 3
-    with pytest.raises(ValueError, match="already registered"):
-        register_teacher("das_test_tiny")(das_test_tiny)
+        assert {"das_test_tiny", "das-test-wide"} <= set(teacher_names())
+        assert create_teacher("das-test-wide", num_classes=3).fc.out_features == 3
+        with pytest.raises(ValueError, match="already registered"):
+            register_teacher("das_test_tiny")(das_test_tiny)
+    assert "das_test_tiny" not in TEACHERS
 
 
 # ---- checkpoints ----------------------------------------------------------------------------

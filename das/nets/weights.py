@@ -1,4 +1,4 @@
-"""Which weights a mask covers: every convolution and linear weight, the classifier included.
+"""Which weights proxies score and masks cover: every convolution and linear weight, the classifier included.
 
 The classifier is pruned like every other layer, as in the protocols das compares with (SNIP,
 SynFlow and PX prune all conv and linear weights, the last layer included); the pruner keeps at
@@ -12,7 +12,14 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from das.proxies.context import prunable_layers
+
+def prunable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """The layers whose weights gradient-based proxies score: convolutions and linear layers."""
+    return [
+        (name, m)
+        for name, m in model.named_modules()
+        if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)) and isinstance(getattr(m, "weight", None), torch.Tensor)
+    ]
 
 
 def prunable_weights(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -19,7 +19,7 @@ resolution:
    hook on that module (:class:`das.features.FeatureTap`) sees exactly that map.
 
 A model that torch.fx cannot trace gets no stage points; its final map and logits still come
-from the dry forward pass of :mod:`teachers.tracing`.
+from the dry forward pass of :mod:`das.nets.tracing`.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from torch import fx, nn
 from torch.func import functional_call
 
 from das.features import FeaturePoint
-from teachers.tracing import Call
+from das.nets.tracing import Call
 
 __all__ = ["graph_stages"]
 
@@ -43,7 +43,7 @@ def graph_stages(model: nn.Module, calls: Sequence[Call], final: str, input_size
 
     Args:
         model: an FX-traceable model (every torchvision classification model is).
-        calls: the model's dry forward pass (:func:`teachers.tracing.trace`), used to check that
+        calls: the model's dry forward pass (:func:`das.nets.tracing.trace`), used to check that
             each stage module runs once and gives the map the graph says.
         final: the module of the final map (the map the classifier pools); stages end before it.
         input_size: the ``(C, H, W)`` input the reductions are measured at.

@@ -25,7 +25,7 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from das.errors import DasError, close_matches_hint
-from das.prune.weights import prunable_weights
+from das.nets.weights import prunable_weights
 
 _SUFFIX = ".parametrizations.weight.0.mask"
 

@@ -125,7 +125,7 @@ def main(argv: list[str]) -> int:
               file=sys.stderr)
     print(f"{summary['scored']} distinct architectures scored in {summary['trials']} trials ({summary['duplicates']} drew one "
           f"already scored, {summary['infeasible']} were over budget and not scored), {summary['seconds']} s")
-    calibrated = ", calibration.csv, calibration_students.csv, calibration.png" if summary["calibration"] else ""
+    calibrated = ", selection.json, calibration.csv, calibration_students.csv, calibration.png" if summary["calibration"] else ""
     pareto = "pareto.json, " if summary["pareto"] is not None else ""
     journal = ", study.journal" if init.study.storage is None else ""
     print(f"wrote {run_dir}/: best_arch.json, {pareto}leaderboard.csv, plots/, search_summary.json, search_config.yaml{journal}{calibrated}")

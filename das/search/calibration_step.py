@@ -12,24 +12,32 @@ only the user's own teacher, data and space can say which works there. With
    anything);
 3. scores each with every registered proxy that can run here, exactly as the search would
    (same probe batches, same initial weights, same teacher reference);
-4. ranks the proxies by Kendall τ with the distilled accuracies and picks one with
-   :func:`das.calibrate.calibration.choose_proxy`: the highest τ, if it beats ``params`` by more
-   than the noise of K students (bootstrap), else the configured ``study.objective``.
+4. fits the selection rule the search then ranks by, with
+   :func:`das.calibrate.selection.fit_selection` on the scores it combines
+   (:data:`das.calibrate.selection.COMBINED`): ``params``, one of those scores, or their ridge
+   combination, whichever regrets least under cross-validation on the K (ties: ``params``). A
+   single score is searched as that proxy; the ridge as the objective ``selection``, computed
+   from the proxies it reads. Students that diverged are left out of the fit; when the rest
+   cannot be fitted (fewer than 3, or all at one accuracy), the configured ``study.objective``
+   is kept and the reason said.
 
 Each student's record (accuracy and scores) is appended to ``RUN_DIR/calibration/students.jsonl``
 as it finishes; a rerun skips the students there and refuses a file written with other settings,
-so a finished calibration is read back, not redone; processes sharing a run directory calibrate
-once (the others wait for it, then read it back). The ranking is written to
-``RUN_DIR/calibration.csv``, the students to ``RUN_DIR/calibration_students.csv`` and a plot of
-τ per proxy to ``RUN_DIR/calibration.png``.
+so a finished calibration is read back, not redone, and the rule refitted from it is the same
+(the fit is deterministic); processes sharing a run directory calibrate once (the others wait
+for it, then read it back). The rule is written to ``RUN_DIR/selection.json``, every proxy's
+Kendall τ with the accuracies to ``RUN_DIR/calibration.csv``, the students to
+``RUN_DIR/calibration_students.csv`` and the rule's value against each student's distilled
+accuracy to ``RUN_DIR/calibration.png``.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,10 +45,11 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from das.calibrate.calibration import Choice, ProxyRank, choose_proxy, plot_ranking, write_ranking
+from das.calibrate.calibration import ProxyRank, plot_calibration, rank_proxies, write_ranking
 from das.calibrate.data import PopulationData
 from das.calibrate.population import population_settings
 from das.calibrate.results import ResultsFile
+from das.calibrate.selection import COMBINED, Selection, fit_selection
 from das.calibrate.teacher_cache import build_teacher_cache, cached_modules
 from das.calibrate.trainer import Recipe, init_student, train_student
 from das.data import DasDataModule
@@ -65,6 +74,9 @@ RESULTS = Path("calibration") / "students.jsonl"
 RANKING = "calibration.csv"
 STUDENTS = "calibration_students.csv"
 PLOT = "calibration.png"
+SELECTION = "selection.json"
+#: The objective name under which a fitted combination is searched (a single score keeps its proxy name).
+SELECTION_OBJECTIVE = "selection"
 #: Random draws allowed per wanted student before the budget is said to leave too few.
 DRAWS_PER_STUDENT = 50
 #: Train in channels-last, as the population trainer does by default (faster convolutions on the CPU).
@@ -76,20 +88,41 @@ class Calibration:
     """What a calibration found.
 
     Attributes:
-        choice: the proxy to search with, and why.
-        ranking: every ranked proxy, highest τ first.
+        selection: the rule fitted on the students, or None when the configured objective is kept.
+        objective: what the search ranks by: a proxy's name, or ``selection`` for a fitted combination.
+        reason: one line saying what was chosen and why.
+        ranking: every proxy's Kendall τ with the distilled accuracies, highest first.
         skipped: proxies that could not run here, and why.
         students: one record per student: arch, params, flops, distilled_acc, scores, ...
+        minutes: the calibration's cost: its students' training and scoring time.
     """
 
-    choice: Choice
+    selection: Selection | None
+    objective: str
+    reason: str
     ranking: list[ProxyRank]
     skipped: dict[str, str]
     students: list[dict[str, Any]]
+    minutes: float
+
+    @property
+    def features(self) -> list[str]:
+        """The proxies the objective reads."""
+        return list(self.selection.features) if self.selection is not None and self.objective == SELECTION_OBJECTIVE else [self.objective]
+
+    def value(self, scores: Mapping[str, float]) -> float:
+        """The fitted combination's value from one candidate's proxy scores (NaN when one is missing or not finite)."""
+        assert self.selection is not None
+        if any(f not in scores for f in self.selection.features):
+            return math.nan
+        value = float(self.selection.objective({f: [scores[f]] for f in self.selection.features})[0])
+        return value if math.isfinite(value) else math.nan
 
     def summary(self) -> dict[str, Any]:
         """For search_summary.json."""
-        return {**self.choice.to_dict(), "skipped": self.skipped, "files": [RANKING, STUDENTS, PLOT, str(RESULTS)]}
+        return {"objective": self.objective, "reason": self.reason, "students": len(self.students), "minutes": round(self.minutes, 2),
+                "rule": None if self.selection is None else self.selection.to_dict(), "skipped": self.skipped,
+                "files": [SELECTION, RANKING, STUDENTS, PLOT, str(RESULTS)]}
 
 
 # --------------------------------------------------------------------------- checks before any work
@@ -101,8 +134,8 @@ def check_calibrate(cfg: CalibrateConfig, val_fraction: float) -> None:
         return isinstance(value, int) and not isinstance(value, bool)
 
     if not integer(cfg.students) or cfg.students < 0 or cfg.students in (1, 2):
-        raise DasError(f"calibrate.students={cfg.students!r} must be 0 (off) or at least 3: Kendall τ over fewer students "
-                       "cannot rank proxies (10 or more tell them apart)")
+        raise DasError(f"calibrate.students={cfg.students!r} must be 0 (off) or at least 3: a selection rule cannot "
+                       "be judged on fewer students (8 beat size on the committed populations: docs/results.md)")
     if not integer(cfg.epochs) or cfg.epochs < 1:
         raise DasError(f"calibrate.epochs={cfg.epochs!r} must be a positive integer: the epochs each calibration student is distilled for")
     if not integer(cfg.seed):
@@ -197,12 +230,48 @@ def calibrate(
 
     accuracy = [r["distilled_acc"] for r in records]
     scores = {name: [r["scores"].get(name, float("nan")) for r in records] for name in proxies}
-    ranking, choice = choose_proxy(scores, accuracy, fallback=study.objective, seed=cfg.seed)
+    ranking = rank_proxies(scores, accuracy)
+    minutes = sum(r.get("seconds", 0.0) for r in records) / 60
+    calibration = choose_rule(records, proxies, study.objective, skipped, ranking, minutes, cfg.seed)
     write_ranking(ranking, run_dir / RANKING)
     _write_students(records, proxies, run_dir / STUDENTS)
-    plot_ranking(ranking, choice, run_dir / PLOT)
-    log(f"calibration: {choice.reason}")
-    return Calibration(choice, ranking, skipped, records)
+    _write_selection(calibration, run_dir / SELECTION)
+    fitted = [r for r in records if _usable(r)]
+    if calibration.selection is not None and fitted:
+        value = calibration.selection.objective({f: [r["scores"].get(f, math.nan) for r in fitted] for f in calibration.selection.features})
+        plot_calibration(value, [r["distilled_acc"] for r in fitted], calibration.selection.rule.describe(), run_dir / PLOT)
+    log(f"calibration: {calibration.reason}; the calibration cost {minutes:.1f} min of training and scoring")
+    return calibration
+
+
+def _usable(record: Mapping[str, Any]) -> bool:
+    """A student whose distilled accuracy can enter the fit: it trained without diverging to a finite accuracy."""
+    return not record.get("diverged") and math.isfinite(float(record.get("distilled_acc", math.nan)))
+
+
+def choose_rule(records: list[dict[str, Any]], proxies: list[str], configured: str, skipped: dict[str, str],
+                ranking: list[ProxyRank], minutes: float, seed: int) -> Calibration:
+    """Fit the selection rule on the usable students, or keep ``configured`` with the reason (see the module docstring)."""
+    usable = [r for r in records if _usable(r)]
+    left_out = len(records) - len(usable)
+    dropped = f"{left_out} diverged student(s) left out; " if left_out else ""
+    features = [f for f in COMBINED if f in proxies]
+    scores = {f: [r["scores"].get(f, math.nan) for r in usable] for f in features}
+    try:
+        selection = fit_selection(scores, [r["distilled_acc"] for r in usable], seed=seed)
+    except DasError as err:
+        reason = f"{dropped}{err}; keeping study.objective={configured}"
+        return Calibration(None, configured, reason, ranking, skipped, records, minutes)
+    objective = SELECTION_OBJECTIVE if selection.rule.weights is not None else selection.name
+    reason = f"{dropped}searching with {objective}: {selection.describe()}"
+    return Calibration(selection, objective, reason, ranking, skipped, records, minutes)
+
+
+def _write_selection(calibration: Calibration, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps({"objective": calibration.objective, "reason": calibration.reason,
+                               "rule": None if calibration.selection is None else calibration.selection.to_dict()}, indent=2) + "\n")
+    tmp.replace(path)
 
 
 def _draw_students(cfg: CalibrateConfig, space: SearchSpace, budget: BudgetConfig, num_classes: int,

@@ -137,19 +137,19 @@ class StudyConfig:
 
 @dataclass
 class CalibrateConfig:
-    """Calibration on the user's own space: which proxy ranks its students by distilled accuracy.
+    """Calibration on the user's own space: a selection rule fitted on a few distilled students.
 
     Before the search, ``students`` random in-budget members of the space are distilled from the
     teacher for ``epochs`` epochs (das.calibrate's recipe, on the search's training images, tested
-    on its validation split), every proxy that can run is ranked by Kendall τ against their
-    accuracy, and the search maximises the best one if it beats ``params`` by more than the
-    noise (a bootstrap over the students); otherwise ``study.objective`` is kept.
+    on its validation split) and scored by every proxy that can run; the search then ranks by
+    ``params``, one score, or a ridge combination of size, MeCo and AZ-NAS's terms, whichever
+    regrets least under cross-validation on those students (das.calibrate.selection).
 
     Args:
         students: how many students to distil; 0 turns calibration off, else at least 3
-            (10 or more to tell proxies apart). Costs ``students × epochs`` epochs of training.
+            (8 beat size on the committed populations). Costs ``students × epochs`` epochs of training.
         epochs: training epochs per student.
-        seed: seeds which students are drawn, their initial weights, batch order and the bootstrap.
+        seed: seeds which students are drawn, their initial weights, batch order and the rule's splits.
         train_images: a stratified subset of the search's training images to distil on
             (faster); null uses all of them.
     """

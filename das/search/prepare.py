@@ -17,7 +17,7 @@ import optuna
 from das.data import DasDataModule, probe_batches
 from das.proxies import PROXIES
 from das.proxies.diswot import DisWOTReference, check_teacher_init
-from das.search.calibration_step import Calibration, check_calibrate, check_calibration_data
+from das.search.calibration_step import SELECTION_OBJECTIVE, Calibration, check_calibrate, check_calibration_data
 from das.search.calibration_step import calibrate as run_calibration
 from das.search.checks import (
     check_budget_reachable, check_budget_values, check_space_runs, check_study, check_writable, make_space, resolve_device,
@@ -82,7 +82,7 @@ def prepare_search(run_dir: str | Path, data: DasDataModule, teacher: TeacherCon
     source = space_source(search_space)
     settings = score_settings(data, teacher, space.name, space_args, budget, study, needs_reference, calibrate, space_source=source)
     # A calibrating run's objective is known only after the calibration; it is compared then.
-    check_same_settings(optuna_study, {k: v for k, v in settings.items() if not (calibrate.students and k == "objective")})
+    check_same_settings(optuna_study, {k: v for k, v in settings.items() if not (calibrate.students and k in ("objective", "objectives"))})
 
     data.setup("fit")
     num_classes = data.num_classes
@@ -115,23 +115,29 @@ def prepare_search(run_dir: str | Path, data: DasDataModule, teacher: TeacherCon
             device=dev, size=study.reference_size, seed=study.seed, teacher=reference,
         )
     calibration: Calibration | None = None
+    derived: dict = {}  # objectives computed from proxy scores: a calibration's fitted combination
     if calibrate.students:
         calibration = run_calibration(
             calibrate, run_dir=run_dir, data=data, teacher_name=teacher.spec, teacher=teacher_model, space=search_space,
             budget=budget, study=study, batches=batches, reference=reference, teacher_init=teacher.init,
             ensemble_reference=ensemble_reference, num_classes=num_classes, input_shape=input_shape, device=dev, log=log,
         )
-        chosen = calibration.choice.proxy
+        chosen = calibration.objective
         names = [chosen]
-        proxies = [chosen, *[p for p in proxies if p != chosen]]  # the configured objective stays in the leaderboard
-        needs_reference = any(PROXIES.get(p).needs_reference for p in proxies)
+        # the proxies the rule reads first; the configured objective and the reports stay in the leaderboard
+        computed = list(dict.fromkeys([*calibration.features, *proxies]))
+        if chosen == SELECTION_OBJECTIVE:
+            derived = {SELECTION_OBJECTIVE: calibration.value}
+        needs_reference = any(PROXIES.get(p).needs_reference for p in computed)
+        proxies = list(dict.fromkeys([chosen, *computed]))
         settings = score_settings(data, teacher, space.name, space_args, budget, study, needs_reference, calibrate,
                                   objective=chosen, space_source=source)
         check_same_settings(optuna_study, settings)
     key_of = trial_key(search_space)
     ledger = Ledger(study.trials, key_of, release=release_dead_trials)
-    objective = TrialObjective(search_space, batches, reference, proxies, budget, num_classes, input_shape, dev, study.seed,
-                          ensemble_reference, objectives=names, ledger=ledger, grid=grid)
+    objective = TrialObjective(search_space, batches, reference, [p for p in proxies if p not in derived], budget, num_classes,
+                               input_shape, dev, study.seed, ensemble_reference, objectives=names, ledger=ledger, grid=grid,
+                               derived=derived)
     remember_scored(optuna_study, objective, key_of, log)
     store_settings(optuna_study, settings)
 

@@ -21,6 +21,7 @@ machine) is taken instead of a new draw, with the dead trial's params (see
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,6 +99,9 @@ class TrialObjective:
             every one must be in ``proxies``.
         ledger: decides which trials count (default: no limit, one study in this process).
         grid: hand out the members of a finite space in order instead of sampling.
+        derived: objectives computed from the proxies' scores rather than by a proxy (a
+            calibration's fitted ``selection``): name → function of one candidate's scores,
+            stored beside them so the leaderboard and other workers read them like a proxy's.
     """
 
     space: SearchSpace
@@ -113,6 +117,7 @@ class TrialObjective:
     objectives: list[str] | None = None
     ledger: Ledger | None = None
     grid: GridSpecs | None = None
+    derived: dict[str, Callable[[Mapping[str, float]], float]] = field(default_factory=dict)
     seen: dict[str, Candidate] = field(default_factory=dict)
     #: Why this process stopped the study early (space exhausted, grid done), else None.
     stopped: str | None = None
@@ -133,8 +138,11 @@ class TrialObjective:
         return spec.build(self.num_classes).to(self.device)
 
     def score(self, model: torch.nn.Module, proxies: list[str], flops: int | None = None) -> dict[str, float]:
-        """``proxies`` of ``model`` on the study's probe batches (a subset scores as in the full set)."""
-        return score(model, self.batches, proxies, teacher=self.teacher, reference=self.reference, seed=self.seed, flops=flops)
+        """``proxies`` of ``model`` on the study's probe batches (a subset scores as in the full set), and the derived objectives."""
+        scores = score(model, self.batches, proxies, teacher=self.teacher, reference=self.reference, seed=self.seed, flops=flops)
+        if set(proxies) >= set(self.proxies):  # a full scoring; a resume's missing proxies alone derive nothing
+            scores.update({name: fn(scores) for name, fn in self.derived.items()})
+        return scores
 
     def measure(self, spec: ArchSpec) -> tuple[Candidate, torch.nn.Module | None]:
         """The candidate's size, cheapest first, stopping at the first limit it is over; the built model if within budget."""

@@ -1,4 +1,4 @@
-"""Calibration on the user's own space: the proxy choice, its one-line refusals, and a tiny run end to end."""
+"""Calibration on the user's own space: the rule it fits, its fallbacks, its one-line refusals, and a tiny run end to end."""
 
 from __future__ import annotations
 
@@ -10,66 +10,68 @@ import numpy as np
 import pytest
 
 import search
-from das.calibrate.calibration import choose_proxy, kendall, plot_ranking, write_ranking
+from das.calibrate.calibration import plot_calibration, rank_proxies, write_ranking
 from das.cli import USER_ERROR, guarded
 from das.calibrate.trainer import train_student
-from das.search.calibration_step import RESULTS
+from das.search.calibration_step import RESULTS, choose_rule
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
-def swapped(values: np.ndarray, pairs: list[int]) -> np.ndarray:
-    """``values`` with each (i, i+1) swapped: one discordant pair each, so τ = 1 − 4k / (n(n−1))."""
-    out = values.copy()
-    for i in pairs:
-        out[[i, i + 1]] = out[[i + 1, i]]
-    return out
+def records(accuracy, **scores) -> list[dict]:
+    """Calibration records as calibration_step writes them (params given or a constant-free default)."""
+    n = len(accuracy)
+    scores.setdefault("params", np.arange(n, 0, -1) * 1000.0)  # size orders them backwards unless given
+    return [{"arch": f"s{i}", "distilled_acc": float(accuracy[i]), "diverged": False, "seconds": 30.0,
+             "scores": {k: float(v[i]) for k, v in scores.items()}} for i in range(n)]
 
 
-# --------------------------------------------------------------------------- the choice
+def choose(recs, configured="size_first"):
+    proxies = sorted({k for r in recs for k in r["scores"]})
+    return choose_rule(recs, proxies, configured, {}, [], 1.0, 0)
 
 
-def test_the_proxy_with_the_highest_tau_is_chosen_and_the_table_says_so(tmp_path) -> None:
-    acc = np.arange(16, dtype=float)
-    scores = {
-        "params": np.array([3, 0, 7, 1, 5, 2, 12, 4, 6, 15, 8, 9, 11, 14, 10, 13], dtype=float),  # a loose ranking
-        "good": swapped(acc, [0]),  # one discordant pair of 120
-        "fair": swapped(acc, [0, 4, 8, 12]),
-        "inverse": -acc,
-        "constant": np.ones(16),
-    }
-    ranking, choice = choose_proxy(scores, acc, fallback="fair", seed=0)
-    tau = {r.proxy: r.tau for r in ranking}
-    assert tau["good"] == pytest.approx(1 - 2 / 120) and tau["fair"] == pytest.approx(1 - 8 / 120) and tau["inverse"] == -1
-    assert math.isnan(tau["constant"]) and ranking[-1].proxy == "constant"  # an undefined τ is ranked last
-    assert [r.proxy for r in ranking[:2]] == ["good", "fair"] and tau["params"] < tau["fair"]
-    assert choice.proxy == choice.best == "good" and choice.beats and choice.margin > 0
-    assert "good τ=+0.983 vs params" in choice.reason and "searching with good" in choice.reason
+def test_a_score_that_orders_the_students_is_searched_as_that_proxy(tmp_path) -> None:
+    acc = np.linspace(40, 60, 10)
+    cal = choose(records(acc, az_expressivity=acc * 2, meco=-acc))
+    assert cal.objective == "az_expressivity" and cal.features == ["az_expressivity"]
+    assert cal.reason.startswith("searching with az_expressivity: selection: az_expressivity (cross-validated regret 0.00")
+    assert cal.summary()["rule"]["name"] == "az_expressivity" and cal.summary()["minutes"] == 1.0
 
-    write_ranking(ranking, tmp_path / "calibration.csv")
+    write_ranking(rank_proxies({"params": acc[::-1], "good": acc}, acc), tmp_path / "calibration.csv")
     rows = list(csv.DictReader((tmp_path / "calibration.csv").open()))
-    assert [r["proxy"] for r in rows] == [r.proxy for r in ranking]
-    assert float(rows[0]["tau"]) == pytest.approx(tau["good"]) and rows[0]["n"] == "16" and rows[-1]["tau"] == ""
-    plot_ranking(ranking, choice, tmp_path / "calibration.png")
+    assert [r["proxy"] for r in rows] == ["good", "params"] and float(rows[0]["tau"]) == 1.0
+    plot_calibration(acc, acc, cal.selection.rule.describe(), tmp_path / "calibration.png")
     assert (tmp_path / "calibration.png").stat().st_size > 0
 
 
-def test_nothing_beats_params_by_more_than_the_noise_so_the_configured_objective_stays() -> None:
-    acc = np.arange(6, dtype=float)
-    # "slightly" ranks better than params (τ 0.87 against 0.73) but on 6 students that is within the noise.
-    scores = {"params": swapped(acc, [0, 2]), "slightly": swapped(acc, [0]), "configured": swapped(acc, [0, 2, 4])}
-    _, choice = choose_proxy(scores, acc, fallback="configured", seed=0)
-    assert choice.best == "slightly" and not choice.beats and choice.margin <= 0
-    assert choice.proxy == "configured" and "not better by more than the noise" in choice.reason and "keeping configured" in choice.reason
+def test_a_combination_is_searched_as_selection_computed_from_its_proxies() -> None:
+    rng = np.random.default_rng(0)
+    meco, expr = rng.normal(size=12), rng.normal(size=12)
+    acc = 50 + meco + expr  # neither score alone orders them; together they do
+    cal = choose(records(acc, params=rng.uniform(1e4, 1e5, 12), meco=meco, az_expressivity=expr))
+    assert cal.objective == "selection" and set(cal.features) >= {"meco", "az_expressivity"}
+    assert cal.selection.regrets["ridge"] < min(v for k, v in cal.selection.regrets.items() if k != "ridge")
+    one = {"params": 5e4, "meco": 1.0, "az_expressivity": 1.0}
+    low = {"params": 5e4, "meco": -1.0, "az_expressivity": -1.0}
+    assert cal.value(one) > cal.value(low)
+    assert math.isnan(cal.value({"params": 5e4}))  # a candidate missing a score has no value (Optuna fails it)
 
-    # params itself ranks best: no proxy beats it, whatever the noise.
-    _, choice = choose_proxy({"params": acc, "other": swapped(acc, [1])}, acc, fallback="other", seed=0)
-    assert choice.proxy == "other" and not choice.beats and choice.reason.startswith("no proxy ranks better than params")
 
+def test_diverged_students_are_left_out_and_an_unfittable_calibration_keeps_the_configured_objective() -> None:
+    acc = np.linspace(40, 60, 6)
+    recs = records(acc, meco=acc)
+    recs[2] = {**recs[2], "diverged": True, "distilled_acc": float("nan")}
+    cal = choose(recs)
+    assert cal.reason.startswith("1 diverged student(s) left out; searching with")
+    assert cal.objective == "meco"
 
-def test_a_proxy_that_failed_on_a_student_is_ranked_on_the_others() -> None:
-    assert kendall([1.0, float("nan"), 3.0, 4.0], [1.0, 2.0, 3.0, 4.0])[::2] == (1.0, 3)
+    flat = choose(records(np.full(5, 50.0), meco=np.arange(5.0)))
+    assert flat.selection is None and flat.objective == "size_first"
+    assert "all 5 calibration accuracies equal" in flat.reason and flat.reason.endswith("keeping study.objective=size_first")
+    few = choose(records(np.array([50.0, 51.0]), meco=np.arange(2.0)))
+    assert few.objective == "size_first" and "at least 3 students" in few.reason
 
 
 # --------------------------------------------------------------------------- one-line refusals
@@ -108,15 +110,16 @@ def test_calibration_end_to_end_on_the_digits_quickstart_and_its_resume(tmp_path
             "--calibrate.students", "3", "--calibrate.epochs", "1"]
     assert search.main(argv) == 0
     out = capsys.readouterr().out
-    said = [line for line in out.splitlines() if line.startswith("calibration: ") and " on 3 students" in line]
+    said = [line for line in out.splitlines() if line.startswith("calibration: ") and "min of training and scoring" in line]
     assert len(said) == 1, out
 
     summary = json.loads((run / "search_summary.json").read_text())
     chosen = summary["objective"]
-    assert summary["calibration"]["proxy"] == chosen and summary["calibration"]["students"] == 3
-    assert (f"searching with {chosen}" in said[0]) == summary["calibration"]["beats"]
-    assert summary["calibration"]["beats"] or f"keeping {chosen}" in said[0]
+    assert summary["calibration"]["objective"] == chosen and summary["calibration"]["students"] == 3
+    assert f"searching with {chosen}" in said[0] or f"keeping study.objective={chosen}" in said[0]
+    assert "min of training and scoring" in said[0]
     assert json.loads((run / "best_arch.json").read_text())["search"]["proxy"] == chosen
+    assert json.loads((run / "selection.json").read_text())["objective"] == chosen
 
     ranked = {r["proxy"]: r for r in csv.DictReader((run / "calibration.csv").open())}
     skipped = summary["calibration"]["skipped"]

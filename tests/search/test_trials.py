@@ -181,3 +181,22 @@ def test_naming_a_resolved_default_is_the_same_space() -> None:
     _, implicit = make_space(SpaceConfig(name="timm", args={"family": "resnet"}))
     _, explicit = make_space(SpaceConfig(name="timm", args={"family": "resnet", "model": "resnet18", "depths": [2, 1]}))
     assert implicit["model"] == "resnet18" and implicit == explicit  # not "model: was None, now 'resnet18'"
+
+
+def test_a_derived_objective_is_computed_from_the_scores_and_stored_beside_them() -> None:
+    """A calibration's fitted combination is searched as ``selection``: a function of the trial's proxy scores."""
+    space = create_space("nb201", C=2, N=1)
+    batch = (torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(0)), torch.arange(4))
+    rule = lambda s: -math.log(s["params"]) + 0.0 * s["flops"]  # noqa: E731  (prefers the smallest: unlike any proxy)
+    objective = TrialObjective(space, [batch], None, ["params", "flops"], BudgetConfig(), 10, (3, 8, 8), torch.device("cpu"),
+                               objectives=["selection"], derived={"selection": rule})
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0))
+    study.optimize(objective, n_trials=6)
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert done
+    for t in done:
+        scores = t.user_attrs["scores"]
+        assert t.value == pytest.approx(-math.log(scores["params"])) == pytest.approx(scores["selection"])
+    assert study.best_trial.user_attrs["params"] == min(t.user_attrs["params"] for t in done)
+    partial = objective.score(objective.build(next(iter(space.enumerate()))), ["flops"])
+    assert "selection" not in partial  # a resume's missing proxies alone derive nothing

@@ -4,7 +4,8 @@
     python search.py --study.trials 10            # the quickstart with 10 trials
     python search.py --config configs/search/cifar10_resnet56.yaml
     python search.py --teacher.spec my_models.nets:big_cnn --teacher.checkpoint big_cnn.pt --data.dataset npz ...
-    python search.py --calibrate.students 12 --calibrate.epochs 3   # first find which proxy ranks this space
+    python search.py --calibrate.students 8 --calibrate.epochs 3    # first fit a selection rule on 8 distilled students
+    python search.py --race.finalists 4 --race.epochs 5             # then race the top 4 and the largest, keep the best
     python search.py --workers 2                  # two worker processes on one study (this machine's cores split)
     python search.py --study.storage postgresql://USER@HOST/DB --workers 4 --first_worker 4   # join a study from another machine
     python search.py --print_config               # every option, with its current value
@@ -37,7 +38,7 @@ from das.data import DasDataModule
 from das.errors import DasError
 from das.evaluate import near_chance
 from das.search.next_step import train_command
-from das.search import BudgetConfig, CalibrateConfig, SpaceConfig, StudyConfig, TeacherConfig, run_search
+from das.search import BudgetConfig, CalibrateConfig, RaceConfig, SpaceConfig, StudyConfig, TeacherConfig, run_search
 
 QUICKSTART = Path(__file__).resolve().parent / "configs" / "quickstart.yaml"
 #: A command with any of these says what it searches for, so the quickstart does not apply.
@@ -66,6 +67,7 @@ def build_parser() -> ArgumentParser:
     parser.add_class_arguments(BudgetConfig, "budget")
     parser.add_class_arguments(StudyConfig, "study")
     parser.add_class_arguments(CalibrateConfig, "calibrate")
+    parser.add_class_arguments(RaceConfig, "race")
     return parser
 
 
@@ -109,13 +111,16 @@ def main(argv: list[str]) -> int:
     configs = [str(c) for c in cfg.get("config") or []]
     print(f"search: settings from {' then '.join(configs) if configs else 'the code defaults'} and the command line; run_dir {init.run_dir}")
     summary = run_search(init.run_dir, init.data, init.teacher, init.space, init.budget, init.study, init.device,
-                         calibrate=init.calibrate, workers=init.workers, first_worker=init.first_worker)
+                         calibrate=init.calibrate, workers=init.workers, first_worker=init.first_worker, race=init.race)
     run_dir = Path(summary["run_dir"])
     parser.save(cfg, run_dir / "search_config.yaml", overwrite=True, skip_validation=True)
     best = summary["best"]
     if best is not None:
         print(f"\nbest student: {best['arch']}")
         print(f"  {summary['objective']} = {best[summary['objective']]:.5g}, {best['params']:,} params, {best['flops']:,} FLOPs")
+        if summary["race"]:
+            print(f"  won the race of {len(summary['race']['finalists'])} finalists: {best['race_val_acc']:.2f}% validation accuracy "
+                  f"after {best['race_epochs']} epoch(s) ({summary['race']['minutes']:.1f} min of racing)")
     print(f"teacher: {init.teacher.spec}, {summary['teacher_test_acc']:.2f}% top-1 on the held-out test split")
     weak = near_chance(summary["teacher_test_acc"], init.data.num_classes)
     if weak:
@@ -127,6 +132,7 @@ def main(argv: list[str]) -> int:
           f"already scored, {summary['infeasible']} were over budget and not scored), {summary['seconds']} s")
     calibrated = ", selection.json, calibration.csv, calibration_students.csv, calibration.png" if summary["calibration"] else ""
     pareto = "pareto.json, " if summary["pareto"] is not None else ""
+    calibrated += ", race/" if summary["race"] else ""
     journal = ", study.journal" if init.study.storage is None else ""
     print(f"wrote {run_dir}/: best_arch.json, {pareto}leaderboard.csv, plots/, search_summary.json, search_config.yaml{journal}{calibrated}")
     if summary["pareto"]:

@@ -206,7 +206,7 @@ def calibrate(
     for why in dict.fromkeys(skipped.values()):
         log(f"calibration: not ranking {', '.join(n for n, w in skipped.items() if w == why)}: {why}")
     specs = _draw_students(cfg, space, budget, num_classes, input_shape)
-    population = _population_data(cfg, data)
+    population = population_data(data, cfg.train_images, cfg.seed)
     recipe = Recipe(epochs=cfg.epochs, batch_size=data.hparams["batch_size"])
     settings = population_settings(teacher_name, teacher, population, recipe, cfg.seed, CHANNELS_LAST)
     settings.update(kind=KIND, scores={"probe": {"batch_size": study.probe_batch_size, "batches": study.probe_batches, "seed": study.seed},
@@ -286,11 +286,11 @@ def _draw_students(cfg: CalibrateConfig, space: SearchSpace, budget: BudgetConfi
                    f"lower calibrate.students (now {cfg.students}) or loosen the budget")
 
 
-def _population_data(cfg: CalibrateConfig, data: DasDataModule) -> PopulationData:
-    """The search's training images (or a stratified subset), tested on its validation split."""
+def population_data(data: DasDataModule, train_images: int | None, seed: int) -> PopulationData:
+    """The search's training images (or a stratified subset of ``train_images``), tested on its validation split."""
     train = data.subset("train")
-    if cfg.train_images is not None and cfg.train_images < len(train):
-        _, keep = stratified_split(train.labels, cfg.train_images / len(train), cfg.seed)
+    if train_images is not None and train_images < len(train):
+        _, keep = stratified_split(train.labels, train_images / len(train), seed)
         train = train.subset(keep)
     return PopulationData(train, data.subset("val"), data.mean, data.std, data.num_classes)
 

@@ -158,3 +158,30 @@ class CalibrateConfig:
     epochs: int = 3
     seed: int = 0
     train_images: int | None = None
+
+
+@dataclass
+class RaceConfig:
+    """A finalist race after the zero-cost search: a few students distilled briefly, the best kept.
+
+    The ``finalists`` best-ranked distinct students within the budget, plus always the largest
+    within the budget (the size baseline as a guard), are distilled from the teacher on a short
+    schedule of ``epochs`` epochs (das.calibrate's recipe, on the search's training images) with
+    successive halving judged on the validation split: at each rung only the best ``1/eta`` go
+    on (das.calibrate.race). The winner becomes best_arch.json.
+
+    Args:
+        finalists: how many of the best-ranked students race besides the largest in budget; 0
+            turns the race off, else at least 2.
+        epochs: the schedule a finalist trains for if it is never dropped.
+        eta: the halving rate (2: half go on at each rung).
+        seed: the finalists' initial weights and batch order.
+        train_images: a stratified subset of the search's training images to distil on
+            (faster); null uses all of them.
+    """
+
+    finalists: int = 0
+    epochs: int = 5
+    eta: int = 2
+    seed: int = 0
+    train_images: int | None = None

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import torch
 
 from das.data import DasDataModule, probe_batches
 from das.proxies import PROXIES
@@ -53,6 +54,10 @@ class Prepared:
     calibration: Calibration | None
     before: Any  # the Tally when this run started
     remaining: int  # distinct architectures still to score
+    teacher_model: torch.nn.Module | None = None  # for a race after the trials
+    data: DasDataModule | None = None
+    device: torch.device | None = None
+    num_classes: int = 0
 
 
 def prepare_search(run_dir: str | Path, data: DasDataModule, teacher: TeacherConfig, space: SpaceConfig, budget: BudgetConfig,
@@ -156,4 +161,4 @@ def prepare_search(run_dir: str | Path, data: DasDataModule, teacher: TeacherCon
         "data": {"dataset": data.hparams.get("dataset"), "num_classes": num_classes, "input_shape": list(input_shape)},
     }
     return Prepared(run_dir, optuna_study, objective, ledger, key_of, proxies, names, budget, study, teacher_info, context,
-                    calibration, before, remaining)
+                    calibration, before, remaining, teacher_model, data, dev, num_classes)

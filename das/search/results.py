@@ -75,8 +75,9 @@ def write_leaderboard(rows: list[dict[str, Any]], proxies: list[str], path: Path
     """leaderboard.csv; ``latency_ms`` and ``pareto`` (the row's index in pareto.json) only when some row has them."""
     latency = ["latency_ms"] if any("latency_ms" in r for r in rows) else []
     pareto = ["pareto"] if any("pareto" in r for r in rows) else []
+    raced = ["race_val_acc", "race_epochs"] if any("race_val_acc" in r for r in rows) else []
     scores = [p for p in proxies if p not in ("params", "flops")]  # those two proxies are the size columns
-    columns = ["rank", "trial", "arch", *scores, "params", "flops", *latency, "feasible", *pareto]
+    columns = ["rank", "trial", "arch", *scores, "params", "flops", *latency, "feasible", *pareto, *raced]
     tmp = path.with_suffix(".tmp")
     with tmp.open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
@@ -85,9 +86,9 @@ def write_leaderboard(rows: list[dict[str, Any]], proxies: list[str], path: Path
     tmp.replace(path)  # never leave a half-written leaderboard behind
 
 
-def write_best(rows: list[dict[str, Any]], path: Path, **context: Any) -> dict[str, Any] | None:
-    """best_arch.json: the top feasible architecture, its scores and what it was ranked against."""
-    best = next((r for r in rows if r["feasible"]), None)
+def write_best(rows: list[dict[str, Any]], path: Path, choose: str | None = None, **context: Any) -> dict[str, Any] | None:
+    """best_arch.json: the top feasible architecture (or the row whose spec is ``choose``: a race's winner), its scores and context."""
+    best = next((r for r in rows if r["feasible"] and (choose is None or r["spec"] == choose)), None)
     if best is None:
         return None
     spec = ArchSpec.from_json(best["spec"])

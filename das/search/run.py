@@ -15,13 +15,14 @@ from typing import Any
 from das.data import DasDataModule
 from das.errors import DasError
 from das.search.checks import budget_text, check_workers
-from das.search.config import BudgetConfig, CalibrateConfig, SpaceConfig, StudyConfig, TeacherConfig
+from das.search.config import BudgetConfig, CalibrateConfig, RaceConfig, SpaceConfig, StudyConfig, TeacherConfig
 from das.search.directions import directions
 from das.search.ledger import tally
 from das.search.optimize import optimize_here
 from das.search.pareto import write_pareto
 from das.search.plots import write_plots
 from das.search.prepare import Prepared, prepare_search
+from das.search.race_step import Race, check_race, run_race_step
 from das.search.results import leaderboard, write_best, write_leaderboard
 from das.search.study import release_dead_trials
 from das.search.workers import WorkerArgs, run_workers
@@ -39,14 +40,16 @@ def run_search(
     calibrate: CalibrateConfig | None = None,
     workers: int = 1,
     first_worker: int = 0,
+    race: RaceConfig | None = None,
 ) -> dict[str, Any]:
     """Search ``space`` for the student that best matches ``teacher``; return a summary.
 
     The study scores ``study.trials`` distinct architectures within the budget
     (:mod:`das.search.ledger`), or stops earlier when the space has no more (said in one line).
     With ``calibrate.students`` > 0 the objective is chosen first by a calibration on this space
-    (:mod:`das.search.calibration_step`); ``study.objective`` is kept unless a proxy beats ``params``
-    by more than the noise.
+    (:mod:`das.search.calibration_step`). With ``race.finalists`` > 0 the best-ranked finalists and
+    the largest in budget are distilled briefly after the trials and the best on validation
+    becomes best_arch.json (:mod:`das.search.race_step`).
 
     With ``workers`` > 1 this process does everything up to the trials (checks, teacher,
     reference population, calibration), then scores with that many worker processes on the same
@@ -57,6 +60,8 @@ def run_search(
     started = time.perf_counter()
     check_workers(workers, first_worker)
     calibrate = calibrate if calibrate is not None else CalibrateConfig()
+    race = race if race is not None else RaceConfig()
+    check_race(race, data.hparams.get("val_fraction"))
     prepared = prepare_search(run_dir, data, teacher, space, budget, study, device, log, calibrate,
                               sampler_seed=study.seed + first_worker)
     count = plan_workers(workers, prepared.remaining, log)
@@ -68,11 +73,11 @@ def run_search(
     else:
         interrupted = optimize_here(prepared) if prepared.remaining else False
         stopped = prepared.objective.stopped
-    return write_results(prepared, interrupted=interrupted, stopped=stopped, started=started, log=log, failed=failed)
+    return write_results(prepared, interrupted=interrupted, stopped=stopped, started=started, log=log, failed=failed, race=race)
 
 
 def write_results(p: Prepared, interrupted: bool, stopped: str | None, started: float, log=print,
-                  failed: list[str] | None = None) -> dict[str, Any]:
+                  failed: list[str] | None = None, race: RaceConfig | None = None) -> dict[str, Any]:
     """leaderboard.csv, best_arch.json, pareto.json, plots/ and search_summary.json from the study as it is now.
 
     Raises:
@@ -84,8 +89,13 @@ def write_results(p: Prepared, interrupted: bool, stopped: str | None, started: 
     dirs = directions(names)
     rows = leaderboard(optuna_study, proxies, dirs)
     front = write_pareto(rows, names, dirs, run_dir / "pareto.json", **p.context) if len(names) > 1 else None
+    raced = None
+    if race is not None and race.finalists and not interrupted and not (failed and tally(optuna_study, p.key_of).scored < p.study.trials):
+        raced = _race(race, rows, p, log)
     write_leaderboard(rows, proxies, run_dir / "leaderboard.csv")
-    best = write_best(rows, run_dir / "best_arch.json", **p.context)
+    best = write_best(rows, run_dir / "best_arch.json", **p.context,
+                      **({} if raced is None else {"race": raced.summary(race.epochs)}),
+                      choose=None if raced is None else raced.winner_spec)
     if rows:
         write_plots(run_dir, rows, proxies, names, dirs, optuna_study, budget.max_params)
     counts = tally(optuna_study, p.key_of)
@@ -101,6 +111,7 @@ def write_results(p: Prepared, interrupted: bool, stopped: str | None, started: 
         "sampler": p.study.sampler,
         "pareto": None if front is None else len(front),
         "calibration": None if p.calibration is None else p.calibration.summary(),
+        "race": None if raced is None else raced.summary(race.epochs),
         "best": None if best is None else {k: v for k, v in best.items() if k != "spec"},
         "teacher": teacher_info,
         "teacher_checkpoint": teacher_info["checkpoint"],
@@ -124,6 +135,17 @@ def write_results(p: Prepared, interrupted: bool, stopped: str | None, started: 
         fast = f", the fastest {fastest:.3g} ms" if fastest is not None else ""
         raise DasError(f"no scored candidate is within {budget_text(budget)}; the smallest seen has {smallest} params{fast}: raise the budget")
     return summary
+
+
+def _race(cfg: RaceConfig, rows: list[dict[str, Any]], p: Prepared, log) -> Race | None:
+    """Race the finalists and write each one's validation accuracy and epochs into its leaderboard row."""
+    assert p.teacher_model is not None and p.data is not None and p.device is not None
+    raced = run_race_step(cfg, rows, run_dir=p.run_dir, data=p.data, teacher_name=p.teacher_info["spec"], teacher=p.teacher_model,
+                          num_classes=p.num_classes, device=p.device, objective=p.names[0], log=log)
+    if raced is not None:
+        for row, finalist in zip(raced.rows, raced.result.finalists):
+            row["race_val_acc"], row["race_epochs"] = round(finalist.last_acc, 4), finalist.epochs
+    return raced
 
 
 def plan_workers(workers: int, remaining: int, log=print) -> int:

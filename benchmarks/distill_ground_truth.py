@@ -61,6 +61,9 @@ results file refuses other settings, so each (seed, epochs) has its own file bes
     OUT.jsonl              every student, first seed, --epochs (the ground truth)
     OUT.seed<S>.jsonl      the noise subset at seed S, --epochs
     OUT.epochs<E>.jsonl    the fidelity subset, first seed, E = --epochs × --long-factor epochs
+    OUT.short<E>.jsonl     with --short-epochs E: every student distilled only for E epochs, first seed, tested
+                           on --val-images validation images from the training file (never the test set):
+                           the short run a user would see, replayed against the ground truth
     OUT.students.json      the sample and how it was drawn
     OUT.json               the summary: per student spec, params, FLOPs, distilled, alone, gain;
                            the teacher's accuracy; Spearman ρ between seeds (distilled acc, gain)
@@ -174,6 +177,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--noise-students", type=int, default=8, help="students rerun with each further seed")
     p.add_argument("--fidelity-students", type=int, default=0, help="students rerun with --long-factor × the epochs (0: none)")
     p.add_argument("--long-factor", type=int, default=3, help="how many times longer the fidelity runs train")
+    p.add_argument("--short-epochs", type=int, default=0,
+                   help="also train every student distilled only for this many epochs (about a third of --epochs), tested on "
+                        "--val-images validation images: the cheap signal a user sees (0: none)")
+    p.add_argument("--val-images", type=int, default=5000,
+                   help="the short runs' validation images: a stratified subset of --train-file outside the training subset")
     p.add_argument("--fidelity-first", action="store_true",
                    help="train the fidelity subset short and long before the rest, so a new protocol's fidelity is known early")
     p.add_argument("--only", default=None, metavar="A:B",
@@ -206,7 +214,7 @@ def parse_slice(text: str, n: int) -> tuple[int, int]:
     return start, stop
 
 
-STAGE_NAMES = ("ground_truth", "noise", "fidelity")
+STAGE_NAMES = ("ground_truth", "noise", "fidelity", "short")
 
 
 def parse_stages(text: str) -> set[str]:
@@ -318,6 +326,24 @@ def spread_order(n: int) -> list[int]:
 
 def load_data(args: argparse.Namespace) -> PopulationData:
     """The stratified training subset and the test set (or its stratified subset), resized to --image-size."""
+    return _load(args)[0]
+
+
+def validation_data(args: argparse.Namespace, data: PopulationData, dm: DasDataModule) -> PopulationData:
+    """The training subset with --val-images validation images in place of the test set: a stratified, seeded
+    subset of the training file's images that the students do not train on (the short runs' judge: never the test set)."""
+    every = dm.subset("train")
+    _, trained = stratified_split(every.labels, args.train_images / len(every), args.data_seed)
+    rest = torch.ones(len(every), dtype=torch.bool)
+    rest[trained] = False
+    others = rest.nonzero().flatten()
+    if not 1 <= args.val_images <= len(others):
+        raise DasError(f"--val-images {args.val_images} must be between 1 and the {len(others)} training-file images outside the training subset")
+    _, keep = stratified_split(every.labels[others], args.val_images / len(others), args.data_seed)
+    return PopulationData(data.train, every.subset(others[keep]), data.mean, data.std, data.num_classes)
+
+
+def _load(args: argparse.Namespace) -> tuple[PopulationData, DasDataModule]:
     size = None if args.image_size == 32 else args.image_size
     dm = DasDataModule(dataset="npz", train_file=args.train_file, test_file=args.test_file, image_size=size,
                        batch_size=args.batch_size, val_fraction=0.0, seed=args.data_seed)
@@ -328,7 +354,7 @@ def load_data(args: argparse.Namespace) -> PopulationData:
             raise DasError(f"--test-images {args.test_images} must be between 1 and the {len(test)} images of {args.test_file} (0: all)")
         _, keep = stratified_split(test.labels, args.test_images / len(test), args.data_seed)
         data = PopulationData(data.train, test.subset(keep), data.mean, data.std, data.num_classes)
-    return data
+    return data, dm
 
 
 def teacher_accuracy(args: argparse.Namespace, data: PopulationData, previous: dict[str, Any] | None) -> dict[str, Any]:
@@ -357,7 +383,8 @@ def stem(out: Path) -> Path:
     return out.with_name(out.name.removesuffix(".json"))
 
 
-def plan(out: Path, keys: list[str], seeds: list[int], epochs: int, noise: int, fidelity: int, long_factor: int) -> list[Stage]:
+def plan(out: Path, keys: list[str], seeds: list[int], epochs: int, noise: int, fidelity: int, long_factor: int,
+         short: int = 0) -> list[Stage]:
     base = str(stem(out))
     order = [keys[i] for i in spread_order(len(keys))]
     subset = lambda n: [keys[i] for i in spread_order(len(keys)) if i in set(evenly_spaced(len(keys), n))]  # noqa: E731
@@ -365,6 +392,8 @@ def plan(out: Path, keys: list[str], seeds: list[int], epochs: int, noise: int, 
     stages += [Stage("noise", s, epochs, subset(noise), Path(f"{base}.seed{s}.jsonl")) for s in seeds[1:]]
     if fidelity:
         stages.append(Stage("fidelity", seeds[0], epochs * long_factor, subset(fidelity), Path(f"{base}.epochs{epochs * long_factor}.jsonl")))
+    if short:
+        stages.append(Stage("short", seeds[0], short, order, Path(f"{base}.short{short}.jsonl")))
     return stages
 
 
@@ -389,7 +418,7 @@ def estimate(stages: list[Stage], train_images: int) -> str | None:
     for stage in stages:
         done = {r["key"]: r for r in read_results(stage.path)[1]}
         for key in stage.students:
-            work = 2 * stage.epochs * train_images  # distilled and alone
+            work = (1 if stage.name == "short" else 2) * stage.epochs * train_images  # distilled (and alone)
             if key in done:
                 seen += work
                 seconds += done[key]["seconds_distilled"] + done[key]["seconds_alone"]
@@ -398,7 +427,7 @@ def estimate(stages: list[Stage], train_images: int) -> str | None:
     if not seconds:
         return None
     rate = seen / seconds
-    return (f"expected: students left × 2 runs × their epochs × {train_images} images = {passes:,.0f} image passes at {rate:.0f} img/s "
+    return (f"expected: students left × their runs × their epochs × {train_images} images = {passes:,.0f} image passes at {rate:.0f} img/s "
             f"(measured on the finished ones) ≈ {passes / rate / 3600:.1f} h, plus a teacher cache per results file")
 
 
@@ -465,6 +494,16 @@ def summarise(out: Path, sample: list[dict[str, Any]], teacher: dict[str, Any] |
                                        "students": [{"arch": a["arch"], "params": a["params"], "distilled_short": a["distilled_acc"],
                                                      "distilled_long": b["distilled_acc"], "gain_short": a["gain"], "gain_long": b["gain"]}
                                                     for a, b in pairs]})
+    shorts = []
+    for path in sorted(base.parent.glob(base.name + ".short*.jsonl")):
+        theirs, records = read_results(path)
+        pairs = [(by_key[r["key"]], r) for r in records if r["key"] in by_key]
+        shorts.append({"file": path.name, "epochs": flatten(theirs or {}).get("recipe.epochs"), "val_images": (theirs or {}).get("test_images"),
+                       "n": len(pairs), "rho_with_ground_truth": rho([a["distilled_acc"] for a, _ in pairs], [b["distilled_acc"] for _, b in pairs]),
+                       "students": [{"arch": b["arch"], "params": b["params"], "distilled_val_acc": b["distilled_acc"],
+                                     "diverged": b["distilled_diverged"], "seconds": b["seconds_distilled"]} for _, b in pairs]})
+    if shorts:
+        result["short_runs"] = shorts
     if skipped:
         result["skipped_files"] = skipped
     every = main + [r for kind in others.values() for _, _, records in kind for r in records]
@@ -526,14 +565,18 @@ def main(argv: Sequence[str]) -> int:
                                    optim=OptimConfig(lr=args.lr, warmup_epochs=args.warmup_epochs), augment=tuple(augment),
                                    views=args.views, map_dtype=args.map_dtype)
     recipe(args.epochs)  # bad recipe values fail before any data is read
-    data = load_data(args)
+    if args.short_epochs < 0 or args.val_images < 1:
+        raise DasError(f"--short-epochs {args.short_epochs} must be >= 0 (0: none) and --val-images {args.val_images} at least 1")
+    data, dm = _load(args)
+    val = validation_data(args, data, dm) if args.short_epochs else None
     sample_settings = {"benchmark": BENCHMARK, "population": args.population, "space_args": space.space_args, "students": args.students,
                        "sample_seed": args.sample_seed, "candidates": args.candidates, "num_classes": data.num_classes,
                        "rule": "one per equal-width log-params bin; empty bins' students to the fullest bins; isomorphs and disconnected cells dropped"}
     sample = load_or_sample(Path(str(stem(out)) + ".students.json"), space, sample_settings, data.num_classes)
     keys = [s["key"] for s in sample]
     specs = {s["key"]: ArchSpec.from_dict(s["spec"]) for s in sample}
-    stages = plan(out, keys, seeds, args.epochs, args.noise_students if len(seeds) > 1 else 0, args.fidelity_students, args.long_factor)
+    stages = plan(out, keys, seeds, args.epochs, args.noise_students if len(seeds) > 1 else 0, args.fidelity_students, args.long_factor,
+                  args.short_epochs)
     if args.only is not None:
         start, stop = parse_slice(args.only, len(keys))
         stages = [replace(stages[0], students=stages[0].students[start:stop])]
@@ -542,7 +585,8 @@ def main(argv: Sequence[str]) -> int:
     if wanted is not None:
         stages = [s for s in stages if s.name in wanted]
         if not stages:
-            raise DasError(f"--stages {args.stages!r} names no stage this command plans (add --seeds 0,1 for noise, --fidelity-students N for fidelity)")
+            raise DasError(f"--stages {args.stages!r} names no stage this command plans (add --seeds 0,1 for noise, --fidelity-students N "
+                           "for fidelity, --short-epochs N for short runs)")
 
     previous = json.loads(out.read_text()).get("teacher") if out.is_file() else None
     teacher = teacher_accuracy(args, data, previous)
@@ -565,8 +609,10 @@ def main(argv: Sequence[str]) -> int:
 
     def run(stage: Stage, keys: list[str]) -> None:
         print(f"{stage.name}: {len(keys)} students, seed {stage.seed}, {stage.epochs} epochs -> {stage.path}", flush=True)
-        train_population([specs[k] for k in keys], args.teacher, data, recipe(stage.epochs), stage.path, seed=stage.seed,
-                         teacher_checkpoint=args.teacher_checkpoint, device=args.device, progress=not args.no_progress, keep_cache=True)
+        short = stage.name == "short"
+        train_population([specs[k] for k in keys], args.teacher, val if short else data, recipe(stage.epochs), stage.path, seed=stage.seed,
+                         teacher_checkpoint=args.teacher_checkpoint, device=args.device, progress=not args.no_progress, keep_cache=True,
+                         alone=not short)
 
     try:
         if (note := estimate(stages, len(data.train))) is None:
@@ -586,6 +632,9 @@ def main(argv: Sequence[str]) -> int:
               f"ρ gain {fmt(seed['rho_gain'], 3)}; mean std of the gain {fmt(result['seed_noise']['gain_std_mean'], 2)} pts")
     for fid in result.get("fidelity", []):
         print(f"fidelity {fid['epochs_short']} vs {fid['epochs_long']} epochs (n={fid['n']}): ρ distilled {fmt(fid['rho_distilled_acc'], 3)}")
+    for short in result.get("short_runs", []):
+        print(f"short runs: {short['epochs']} epochs on {short['val_images']} validation images (n={short['n']}): "
+              f"ρ with the ground truth's distilled accuracy {fmt(short['rho_with_ground_truth'], 3)}")
     timing = result["timing"]
     print(f"teacher {teacher['test_acc']:.2f}%; {result['trained']}/{result['sampled']} students trained; "
           f"{timing['seconds_total'] / 3600:.2f} h of training in all, {fmt(timing['seconds_per_student_mean'], 0)} s per student")

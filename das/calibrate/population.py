@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from das.calibrate.data import PopulationData
 from das.calibrate.results import ResultsFile
 from das.calibrate.teacher_cache import TeacherCache, build_teacher_cache, cached_modules
-from das.calibrate.trainer import Recipe, init_student, train_pair, weights_digest
+from das.calibrate.trainer import Recipe, init_student, train_pair, train_student, weights_digest
 from das.features import feature_points
 from das.models import arch_spec, build_model
 from das.report.provenance import now_iso
@@ -71,6 +71,7 @@ def train_population(
     progress: bool = True,
     log: Callable[[str], None] = print,
     keep_cache: bool = False,
+    alone: bool = True,
 ) -> list[dict[str, Any]]:
     """Train every student distilled and alone; append each record to ``results_path`` as it finishes.
 
@@ -90,6 +91,8 @@ def train_population(
         log: where the one-line notes go (the teacher cache's size and cost).
         keep_cache: keep the teacher cache in memory after returning, for a next call with the same
             teacher, data and views (a benchmark timing one student before the rest); off, it is freed.
+        alone: also train each student alone; without it (a short run a user would see, distilled
+            only) the alone fields are None and the settings say so.
 
     Returns:
         One record per distinct student of ``archs``, in order: ``key``, ``arch``, ``spec``,
@@ -102,14 +105,16 @@ def train_population(
         teacher_name, teacher = teacher, build_model(teacher, data.num_classes, checkpoint=teacher_checkpoint)
     else:
         teacher_name = type(teacher).__name__
-    results = ResultsFile(results_path, population_settings(teacher_name, teacher, data, recipe, seed, channels_last))
+    settings = population_settings(teacher_name, teacher, data, recipe, seed, channels_last)
+    results = ResultsFile(results_path, settings if alone else {**settings, "runs": "distilled only"})
     todo = [k for k in students if results.find(key=k) is None]
     if todo:
         cache = _teacher_cache(teacher, data, recipe, seed, device, log, keep_cache)
         with tqdm(total=len(students), initial=len(students) - len(todo), desc="population", unit="student", disable=not progress) as bar:
             for key in todo:
-                results.add(_train_one(students[key], key, cache, data, recipe, seed, device, channels_last))
-                bar.set_postfix_str(f"last gain {results.records[-1]['gain']:+.2f} pts", refresh=False)
+                results.add(_train_one(students[key], key, cache, data, recipe, seed, device, channels_last, alone))
+                last = results.records[-1]
+                bar.set_postfix_str(f"last gain {last['gain']:+.2f} pts" if alone else f"last {last['distilled_acc']:.2f}%", refresh=False)
                 bar.update()
     return [results.find(key=k) for k in students]
 
@@ -140,12 +145,16 @@ def _teacher_cache(teacher: nn.Module, data: PopulationData, recipe: Recipe, see
 
 
 def _train_one(spec: ArchSpec | str, key: str, cache: TeacherCache, data: PopulationData, recipe: Recipe, seed: int,
-               device: torch.device | str, channels_last: bool) -> dict[str, Any]:
+               device: torch.device | str, channels_last: bool, alone: bool = True) -> dict[str, Any]:
     student = init_student(lambda: build_model(spec, data.num_classes), seed)
     params, flops = count_params(student), count_flops(student, data.input_shape)
-    pair = train_pair(student, cache, data, recipe, seed, device, channels_last)
+    if alone:
+        pair = train_pair(student, cache, data, recipe, seed, device, channels_last)
+        distilled, by_itself, gain = pair.distilled, pair.alone, pair.gain
+    else:
+        distilled, by_itself, gain = train_student(student, cache, data, recipe, seed, True, device, channels_last), None, None
     return {"key": key, "arch": str(spec), "spec": spec.to_dict() if isinstance(spec, ArchSpec) else spec,
-            "params": params, "flops": flops, "distilled_acc": pair.distilled.acc, "alone_acc": pair.alone.acc, "gain": pair.gain,
-            "seconds_distilled": pair.distilled.seconds, "seconds_alone": pair.alone.seconds, "seed": seed,
-            "init_digest": pair.distilled.init_digest, "distilled_diverged": pair.distilled.diverged,
-            "alone_diverged": pair.alone.diverged, "threads": torch.get_num_threads(), "device": str(device), "date": now_iso()}
+            "params": params, "flops": flops, "distilled_acc": distilled.acc, "alone_acc": by_itself and by_itself.acc, "gain": gain,
+            "seconds_distilled": distilled.seconds, "seconds_alone": by_itself.seconds if by_itself else 0.0, "seed": seed,
+            "init_digest": distilled.init_digest, "distilled_diverged": distilled.diverged,
+            "alone_diverged": by_itself and by_itself.diverged, "threads": torch.get_num_threads(), "device": str(device), "date": now_iso()}

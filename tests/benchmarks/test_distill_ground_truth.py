@@ -192,3 +192,30 @@ def test_stages_runs_only_the_named_stages(tiny: list[str], tmp_path: Path) -> N
         with pytest.raises(DasError, match=match) as err:
             gt.main([*args, *bad])
         assert "\n" not in str(err.value)
+
+
+def test_short_runs_are_distilled_only_judged_on_validation_images_and_resume(tiny: list[str], tmp_path: Path,
+                                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    out = tmp_path / "gt_short.json"
+    base = [*tiny, "--population", "nb201", "--space-args", "{C: 4, N: 1}", "--out", str(out), "--short-epochs", "1", "--val-images", "16"]
+    assert gt.main(base) == 0
+    short = tmp_path / "gt_short.short1.jsonl"
+    settings, records = gt.read_results(short)
+    assert len(records) == 3 and all(r["alone_acc"] is None and r["gain"] is None for r in records)
+    assert settings["runs"] == "distilled only" and settings["recipe"]["epochs"] == 1
+    summary = json.loads(out.read_text())
+    assert summary["short_runs"][0]["n"] == 3 and summary["short_runs"][0]["val_images"] == settings["test_images"]
+
+    args = gt.parse_args(base)
+    data, dm = gt._load(args)
+    val = gt.validation_data(args, data, dm)
+    trained = {bytes(x.numpy().tobytes()) for x in data.train.images}
+    assert len(val.test) == settings["test_images"] and 16 <= len(val.test) <= 16 + 10  # stratified: rounded per class
+    assert not any(bytes(x.numpy().tobytes()) in trained for x in val.test.images)  # never trained on
+    assert torch.equal(val.train.images, data.train.images)
+
+    forbid_training(monkeypatch)
+    monkeypatch.setattr(population_module, "train_student", lambda *a, **k: (_ for _ in ()).throw(AssertionError("trained again")))
+    assert gt.main(base) == 0
+    with pytest.raises(DasError, match="--val-images 40"):
+        gt.main([*base[:-2], "--val-images", "40", "--out", str(tmp_path / "other.json")])

@@ -57,11 +57,19 @@ from das.spec import ArchSpec
 RESULTS = Path("benchmarks/results")
 PERCENTILES = (25, 50, 75)
 
-#: The committed populations: name -> (ground truth summary, scores file, short-run summary or None).
+#: The committed populations: name -> (ground truth summary, scores file, an older short-run summary or None).
+#: Short runs come from the ground truth's own ``.short<E>.jsonl`` (distilled only, validation images) when
+#: it has one, else from the older summary (S's 10-epoch ground truth: the same students, test images).
 POPULATIONS: dict[str, tuple[str, str, str | None]] = {
     "S": ("distill_ground_truth_nb201_e30.json", "ground_truth_proxies_nb201_e30.scores.csv", "distill_ground_truth_nb201.json"),
     "C": ("distill_ground_truth_resnet_cifar.json", "ground_truth_proxies_resnet_cifar.scores.csv", None),
+    "T": ("distill_ground_truth_mobilenetv3.json", "ground_truth_proxies_mobilenetv3.scores.csv", None),
 }
+
+
+def available(results: Path = RESULTS) -> list[str]:
+    """The populations whose ground truth and scores are both committed."""
+    return [name for name, (gt, scores, _) in POPULATIONS.items() if (results / gt).is_file() and (results / scores).is_file()]
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,7 @@ class Population:
     scores: dict[str, np.ndarray]
     epochs: int
     short_epochs: int | None
+    short_source: str | None = None
 
     def __len__(self) -> int:
         return len(self.accuracy)
@@ -96,16 +105,24 @@ def load_population(name: str, results: Path = RESULTS) -> Population:
     scores["params"] = np.array([float(s["params"]) for s in students])
     if "meco" in scores:  # the search's default objective, from the two scores it is made of
         scores["size_first"] = np.array([size_first_value(p, m) for p, m in zip(scores["params"], scores["meco"])])
-    short = short_epochs = None
-    if short_file:
+    short = short_epochs = short_source = None
+    own = sorted(results.glob(gt_file.removesuffix(".json") + ".short*.jsonl"))
+    if own:
+        lines = [json.loads(line) for line in own[-1].read_text().splitlines() if line.strip()]
+        by_arch = {r["arch"]: r.get("distilled_acc") for r in lines[1:]}
+        epochs_short, source = int(lines[0]["settings"]["recipe"]["epochs"]), f"{own[-1].name} (validation images)"
+    elif short_file and (results / short_file).is_file():
         other = json.loads((results / short_file).read_text())
         by_arch = {s["arch"]: s.get("distilled_acc") for s in other["students"]}
-        if all(by_arch.get(s["arch"]) is not None for s in students):
-            short = np.array([float(by_arch[s["arch"]]) for s in students])
-            short_epochs = int(other["settings"]["epochs"])
+        epochs_short, source = int(other["settings"]["epochs"]), f"{short_file} (test images)"
+    else:
+        by_arch = {}
+    if by_arch and all(by_arch.get(s["arch"]) is not None for s in students):
+        short = np.array([float(by_arch[s["arch"]]) for s in students])
+        short_epochs, short_source = epochs_short, source
     return Population(name, scores["params"], np.array([float(s["flops"]) for s in students]),
                       np.array([float(s["distilled_acc"]) for s in students]), short, scores,
-                      int(gt["settings"]["epochs"]), short_epochs)
+                      int(gt["settings"]["epochs"]), short_epochs, short_source)
 
 
 def _number(text: str) -> float:
@@ -198,11 +215,12 @@ def replay(pop: Population, ks: Sequence[int], ns: Sequence[int], draws: int, se
     hindsight = hindsight_score(pop, [n for n in pop.scores if np.all(np.isfinite(pop.scores[n]))])
     rng = np.random.default_rng(seed)
     out: dict[str, Any] = {"students": len(pop), "budgets": limits, "features": names, "default": default, "hindsight": hindsight,
-                           "epochs": pop.epochs, "short_epochs": pop.short_epochs, "by_k": {}}
+                           "epochs": pop.epochs, "short_epochs": pop.short_epochs, "short_source": pop.short_source, "by_k": {}}
     for k in ks:
         if not 3 <= k < len(pop) - 1:
             raise DasError(f"--ks {k} must be between 3 and {len(pop) - 2} for a population of {len(pop)}")
-        per: dict[str, list[list[float]]] = {m: [] for m in ("calibrated", "params", "default", "ridge", "hindsight")}
+        rules = ("calibrated", "params", "default", "ridge", "hindsight") + (("calibrated_on_short",) if pop.short is not None else ())
+        per: dict[str, list[list[float]]] = {m: [] for m in rules}
         races: dict[str, list[tuple[float, float]]] = {}
         chosen: dict[str, int] = {}
         for _ in range(draws):
@@ -216,6 +234,9 @@ def replay(pop: Population, ks: Sequence[int], ns: Sequence[int], draws: int, se
                 "default": signed(pop.scores[default], default),
                 "hindsight": signed(pop.scores[hindsight], hindsight),
             }
+            if pop.short is not None:  # what a user meets: the K's short-run accuracies, judged on the ground truth
+                on_short = fit_selection({n: pop.scores[n][cal] for n in names}, pop.short[cal])
+                objective["calibrated_on_short"] = on_short.objective({n: pop.scores[n] for n in names})
             ridge = fit_ridge({n: pop.scores[n][cal] for n in names if n in COMBINED}, pop.accuracy[cal])
             objective["ridge"] = np.zeros(len(pop)) if ridge is None else ridge.objective({n: pop.scores[n] for n in names})
             for m, value in objective.items():
@@ -244,7 +265,7 @@ def summary(rows: list[list[float]]) -> dict[str, Any]:
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--populations", default=",".join(POPULATIONS), help="comma list of " + ", ".join(POPULATIONS))
+    p.add_argument("--populations", default=None, help="comma list of " + ", ".join(POPULATIONS) + " (default: every one committed)")
     p.add_argument("--ks", default="4,8,16", help="calibration students per draw")
     p.add_argument("--ns", default="4,8", help="race finalists (besides the largest in budget)")
     p.add_argument("--draws", type=int, default=200, help="random draws of the calibration students per K")
@@ -271,10 +292,12 @@ def main(argv: Sequence[str]) -> int:
     if args.draws < 1 or any(n < 1 for n in ns):
         raise DasError("--draws and every --ns must be at least 1")
     default = StudyConfig().objective
-    pops = [p.strip() for p in args.populations.split(",") if p.strip()]
-    unknown = [p for p in pops if p not in POPULATIONS]
+    committed = available(Path(args.results))
+    pops = committed if args.populations is None else [p.strip() for p in args.populations.split(",") if p.strip()]
+    unknown = [p for p in pops if p not in committed]
     if unknown:
-        raise DasError(f"--populations {unknown} are not committed populations; choose from {', '.join(POPULATIONS)}")
+        raise DasError(f"--populations {unknown} are not committed populations (ground truth and scores) in {args.results}; "
+                       f"choose from {', '.join(committed) or 'none'}")
     result: dict[str, Any] = {"benchmark": "selection_replay", "populations": {}}
     features = [f.strip() for f in args.features.split(",") if f.strip()]
     defaults = {}

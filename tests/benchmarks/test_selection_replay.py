@@ -58,7 +58,8 @@ def test_replay_writes_every_rule_and_the_calibration_finds_the_informative_scor
     for name in ("S", "C"):
         pop = result["populations"][name]
         k6 = pop["by_k"]["6"]
-        assert set(k6["rules"]) == {"calibrated", "params", "default", "ridge", "hindsight"}
+        on_short = {"calibrated_on_short"} if name == "S" else set()  # S alone has short runs here
+        assert set(k6["rules"]) == {"calibrated", "params", "default", "ridge", "hindsight"} | on_short
         assert k6["rules"]["hindsight"]["mean"] == 0.0  # meco orders them exactly
         assert k6["rules"]["calibrated"]["mean"] < k6["rules"]["params"]["mean"]
         assert max(k6["chosen"], key=k6["chosen"].get) == "meco"
@@ -66,6 +67,9 @@ def test_replay_writes_every_rule_and_the_calibration_finds_the_informative_scor
     for m in ("calibrated", "default", "params"):  # short runs that agree with the truth can only improve on the rule's pick
         assert races[f"{m}+race2"]["regret_mean"] <= rules[m]["mean"] + 1e-9
     assert result["populations"]["C"]["by_k"]["4"]["races"] == {}  # no short runs for C
+    s6 = result["populations"]["S"]["by_k"]["6"]["rules"]
+    assert s6["calibrated_on_short"]["mean"] == s6["calibrated"]["mean"]  # short runs equal to the truth: the same fits
+    assert result["populations"]["S"]["short_source"].endswith("(test images)")
     assert result["default_rule"]["chosen"] == "meco"  # here meco never loses to params, so the rule may take it
 
 
@@ -81,5 +85,18 @@ def test_default_rule_by_hand():
 def test_bad_arguments_are_one_line(folder):
     with pytest.raises(DasError, match="--populations"):
         sr.main(["--results", str(folder), "--populations", "Q"])
+    with pytest.raises(DasError, match="choose from S, C"):
+        sr.main(["--results", str(folder), "--populations", "T"])  # T's files are not there
     with pytest.raises(DasError, match="--ks 2"):
         sr.main(["--results", str(folder), "--ks", "2", "--out", str(folder / "x.json")])
+
+
+def test_a_ground_truth_s_own_short_runs_are_used(folder):
+    gt_file = sr.POPULATIONS["C"][0]
+    students = json.loads((folder / gt_file).read_text())["students"]
+    lines = [{"settings": {"recipe": {"epochs": 3}, "runs": "distilled only"}}]
+    lines += [{"arch": s["arch"], "distilled_acc": s["distilled_acc"] - 5.0} for s in students]  # a short run: lower, same order
+    (folder / gt_file.replace(".json", ".short3.jsonl")).write_text("".join(json.dumps(line) + "\n" for line in lines))
+    pop = sr.load_population("C", folder)
+    assert pop.short_epochs == 3 and pop.short_source.endswith("(validation images)")
+    assert np.allclose(pop.short, pop.accuracy - 5.0)

@@ -128,23 +128,31 @@ class Calibration:
 # --------------------------------------------------------------------------- checks before any work
 
 
+def is_integer(value: Any) -> bool:
+    """An int that is not a bool (YAML's true would pass isinstance(value, int))."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_short_runs(section: str, cfg: Any, val_fraction: float, what: str) -> None:
+    """The checks a calibration and a race share: epochs, seed, train_images, and a validation split to judge on."""
+    if not is_integer(cfg.epochs) or cfg.epochs < 1:
+        raise DasError(f"{section}.epochs={cfg.epochs!r} must be a positive integer: the epochs each {what} is distilled for")
+    if not is_integer(cfg.seed):
+        raise DasError(f"{section}.seed={cfg.seed!r} must be an integer")
+    if cfg.train_images is not None and (not is_integer(cfg.train_images) or cfg.train_images < 2):
+        raise DasError(f"{section}.train_images={cfg.train_images!r} must be at least 2, or null for all the training images")
+    if not val_fraction:
+        raise DasError(f"the {what}s are judged on the validation split (the test split never chooses anything), "
+                       "but data.val_fraction=0; set data.val_fraction (0.1 is typical)")
+
+
 def check_calibrate(cfg: CalibrateConfig, val_fraction: float) -> None:
     """Refuse calibrate values that cannot work, one line each, before anything is loaded."""
-    def integer(value: Any) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool)
-
-    if not integer(cfg.students) or cfg.students < 0 or cfg.students in (1, 2):
+    if not is_integer(cfg.students) or cfg.students < 0 or cfg.students in (1, 2):
         raise DasError(f"calibrate.students={cfg.students!r} must be 0 (off) or at least 3: a selection rule cannot "
                        "be judged on fewer students (8 beat size on the committed populations: docs/results.md)")
-    if not integer(cfg.epochs) or cfg.epochs < 1:
-        raise DasError(f"calibrate.epochs={cfg.epochs!r} must be a positive integer: the epochs each calibration student is distilled for")
-    if not integer(cfg.seed):
-        raise DasError(f"calibrate.seed={cfg.seed!r} must be an integer")
-    if cfg.train_images is not None and (not integer(cfg.train_images) or cfg.train_images < 2):
-        raise DasError(f"calibrate.train_images={cfg.train_images!r} must be at least 2, or null for all the training images")
-    if cfg.students and not val_fraction:
-        raise DasError("calibration ranks its students on the validation split (the test split never chooses anything), "
-                       "but data.val_fraction=0; set data.val_fraction (0.1 is typical)")
+    if cfg.students:
+        check_short_runs("calibrate", cfg, val_fraction, "calibration student")
 
 
 def check_calibration_data(cfg: CalibrateConfig, data: DasDataModule) -> None:

@@ -36,7 +36,7 @@ from das.calibrate.trainer import Recipe
 from das.data import DasDataModule
 from das.errors import DasError
 from das.features import feature_points
-from das.search.calibration_step import CHANNELS_LAST, population_data
+from das.search.calibration_step import CHANNELS_LAST, check_short_runs, is_integer, population_data
 from das.search.config import RaceConfig
 from das.spec import ArchSpec
 
@@ -45,23 +45,14 @@ RACE_DIR = "race"
 
 def check_race(cfg: RaceConfig, val_fraction: float) -> None:
     """Refuse race values that cannot work, one line each, before anything is loaded."""
-    def integer(value: Any) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool)
-
-    if not integer(cfg.finalists) or cfg.finalists < 0 or cfg.finalists == 1:
+    if not is_integer(cfg.finalists) or cfg.finalists < 0 or cfg.finalists == 1:
         raise DasError(f"race.finalists={cfg.finalists!r} must be 0 (off) or at least 2: the best-ranked students that race "
                        "besides the largest in budget")
-    if not integer(cfg.epochs) or cfg.epochs < 1:
-        raise DasError(f"race.epochs={cfg.epochs!r} must be a positive integer: the short schedule each finalist may reach")
-    if not integer(cfg.eta) or cfg.eta < 2:
+    if not cfg.finalists:
+        return
+    if not is_integer(cfg.eta) or cfg.eta < 2:
         raise DasError(f"race.eta={cfg.eta!r} must be an integer >= 2: 1/eta of the finalists go on at each rung")
-    if not integer(cfg.seed):
-        raise DasError(f"race.seed={cfg.seed!r} must be an integer")
-    if cfg.train_images is not None and (not integer(cfg.train_images) or cfg.train_images < 2):
-        raise DasError(f"race.train_images={cfg.train_images!r} must be at least 2, or null for all the training images")
-    if cfg.finalists and not val_fraction:
-        raise DasError("the race judges its finalists on the validation split (the test split never chooses anything), "
-                       "but data.val_fraction=0; set data.val_fraction (0.1 is typical)")
+    check_short_runs("race", cfg, val_fraction, "finalist")
 
 
 def finalists(rows: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:

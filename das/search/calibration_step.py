@@ -53,7 +53,6 @@ from das.calibrate.selection import COMBINED, Selection, fit_selection
 from das.calibrate.teacher_cache import build_teacher_cache, cached_modules
 from das.calibrate.trainer import Recipe, init_student, train_student
 from das.data import DasDataModule
-from das.data.splits import stratified_split
 from das.errors import DasError
 from das.features import feature_points
 from das.proxies import PROXIES
@@ -62,6 +61,7 @@ from das.proxies.diswot import DisWOTReference
 from das.proxies.ensemble import EnsembleReference
 from das.report.provenance import now_iso
 from das.search.config import BudgetConfig, CalibrateConfig, StudyConfig
+from das.search.short_runs import check_short_runs, is_integer, population_data
 from das.search.locks import exclusive
 from das.search.reference import in_budget_members
 from das.search.trial_objective import TrialObjective
@@ -126,24 +126,6 @@ class Calibration:
 
 
 # --------------------------------------------------------------------------- checks before any work
-
-
-def is_integer(value: Any) -> bool:
-    """An int that is not a bool (YAML's true would pass isinstance(value, int))."""
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def check_short_runs(section: str, cfg: Any, val_fraction: float, what: str) -> None:
-    """The checks a calibration and a race share: epochs, seed, train_images, and a validation split to judge on."""
-    if not is_integer(cfg.epochs) or cfg.epochs < 1:
-        raise DasError(f"{section}.epochs={cfg.epochs!r} must be a positive integer: the epochs each {what} is distilled for")
-    if not is_integer(cfg.seed):
-        raise DasError(f"{section}.seed={cfg.seed!r} must be an integer")
-    if cfg.train_images is not None and (not is_integer(cfg.train_images) or cfg.train_images < 2):
-        raise DasError(f"{section}.train_images={cfg.train_images!r} must be at least 2, or null for all the training images")
-    if not val_fraction:
-        raise DasError(f"the {what}s are judged on the validation split (the test split never chooses anything), "
-                       "but data.val_fraction=0; set data.val_fraction (0.1 is typical)")
 
 
 def check_calibrate(cfg: CalibrateConfig, val_fraction: float) -> None:
@@ -292,15 +274,6 @@ def _draw_students(cfg: CalibrateConfig, space: SearchSpace, budget: BudgetConfi
             return specs
     raise DasError(f"found only {len(specs)} distinct students within the budget ({budget}) in {max_draws} random draws; "
                    f"lower calibrate.students (now {cfg.students}) or loosen the budget")
-
-
-def population_data(data: DasDataModule, train_images: int | None, seed: int) -> PopulationData:
-    """The search's training images (or a stratified subset of ``train_images``), tested on its validation split."""
-    train = data.subset("train")
-    if train_images is not None and train_images < len(train):
-        _, keep = stratified_split(train.labels, train_images / len(train), seed)
-        train = train.subset(keep)
-    return PopulationData(train, data.subset("val"), data.mean, data.std, data.num_classes)
 
 
 def _train(specs: list[ArchSpec], results: ResultsFile, population: PopulationData, recipe: Recipe, teacher: torch.nn.Module,

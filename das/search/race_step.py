@@ -36,7 +36,8 @@ from das.calibrate.trainer import Recipe
 from das.data import DasDataModule
 from das.errors import DasError
 from das.features import feature_points
-from das.search.calibration_step import CHANNELS_LAST, check_short_runs, is_integer, population_data
+from das.search.calibration_step import CHANNELS_LAST
+from das.search.short_runs import check_short_runs, is_integer, population_data
 from das.search.config import RaceConfig
 from das.spec import ArchSpec
 

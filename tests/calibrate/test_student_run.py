@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import copy
 import io
-from dataclasses import replace
 
 import torch
 

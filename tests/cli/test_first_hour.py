@@ -23,7 +23,6 @@ from das.errors import DasError
 from das.search.config import BudgetConfig
 from tests.cli.test_search_cli import one_line_error, run_main
 from tests.cli.test_train_cli import TINY, error_line
-from tests.tinynets import TinyNet
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 

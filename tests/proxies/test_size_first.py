@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from das.proxies import score
-from das.proxies.meco import meco as _meco  # noqa: F401  (registered)
 from das.proxies.size_first import TIE_WEIGHT, size_first_value
 from das.spaces import create_space
 

@@ -91,6 +91,8 @@ def write_results(p: Prepared, interrupted: bool, stopped: str | None, started: 
     front = write_pareto(rows, names, dirs, run_dir / "pareto.json", **p.context) if len(names) > 1 else None
     raced = None
     if race is not None and race.finalists and not interrupted and not (failed and tally(optuna_study, p.key_of).scored < p.study.trials):
+        write_leaderboard(rows, proxies, run_dir / "leaderboard.csv")  # the zero-cost result stands if the race is interrupted
+        write_best(rows, run_dir / "best_arch.json", **p.context)
         raced = _race(race, rows, p, log)
     write_leaderboard(rows, proxies, run_dir / "leaderboard.csv")
     best = write_best(rows, run_dir / "best_arch.json", **p.context,

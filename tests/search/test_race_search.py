@@ -66,6 +66,15 @@ def test_a_race_picks_best_arch_and_a_rerun_reads_it_back(tmp_path, capsys, monk
     def refuse(*args, **kwargs):
         raise AssertionError("a finished race was trained again")
 
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    other = tmp_path / "other"  # a race interrupted at once leaves the zero-cost leaderboard and best_arch.json behind
+    monkeypatch.setattr(race_module, "_train_to", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        search.main([*argv[:1], str(other), *argv[2:]])
+    assert (other / "leaderboard.csv").is_file() and "race" not in json.loads((other / "best_arch.json").read_text())["search"]
+
     monkeypatch.setattr(race_module, "_train_to", refuse)
     assert search.main(argv) == 0
     assert json.loads((run / "search_summary.json").read_text())["race"]["winner"] == race["winner"]

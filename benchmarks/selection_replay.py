@@ -14,6 +14,7 @@ the mean over draws of the mean over the three budgets, each budget's mean, and 
 
 **Rules** beside the calibrated one, judged on the same held-back students of every draw:
 ``params`` (the largest that fits), ``default`` (the search's default objective, StudyConfig's),
+``meco`` (the default before the rule that chose ``size_first``),
 ``ridge`` (the combination always, fitted on the K: what the choice among candidates adds),
 and ``hindsight``: the single score whose picks regret least on the whole population, a bound
 no user can reach (it looks at every accuracy).
@@ -55,6 +56,8 @@ from das.report.provenance import code_version, machine_info, now_iso
 from das.spec import ArchSpec
 
 RESULTS = Path("benchmarks/results")
+#: The default objective before the default rule of docs/decisions.md, replayed beside the current one.
+PREVIOUS_DEFAULT = "meco"
 PERCENTILES = (25, 50, 75)
 
 #: The committed populations: name -> (ground truth summary, scores file, an older short-run summary or None).
@@ -219,7 +222,7 @@ def replay(pop: Population, ks: Sequence[int], ns: Sequence[int], draws: int, se
     for k in ks:
         if not 3 <= k < len(pop) - 1:
             raise DasError(f"--ks {k} must be between 3 and {len(pop) - 2} for a population of {len(pop)}")
-        rules = ("calibrated", "params", "default", "ridge", "hindsight") + (("calibrated_on_short",) if pop.short is not None else ())
+        rules = ("calibrated", "params", "default", PREVIOUS_DEFAULT, "ridge", "hindsight") + (("calibrated_on_short",) if pop.short is not None else ())
         per: dict[str, list[list[float]]] = {m: [] for m in rules}
         races: dict[str, list[tuple[float, float]]] = {}
         chosen: dict[str, int] = {}
@@ -232,6 +235,7 @@ def replay(pop: Population, ks: Sequence[int], ns: Sequence[int], draws: int, se
                 "calibrated": selection.objective({n: pop.scores[n] for n in names}),
                 "params": np.log(pop.params),
                 "default": signed(pop.scores[default], default),
+                PREVIOUS_DEFAULT: pop.scores[PREVIOUS_DEFAULT],
                 "hindsight": signed(pop.scores[hindsight], hindsight),
             }
             if pop.short is not None:  # what a user meets: the K's short-run accuracies, judged on the ground truth

@@ -59,7 +59,7 @@ def test_replay_writes_every_rule_and_the_calibration_finds_the_informative_scor
         pop = result["populations"][name]
         k6 = pop["by_k"]["6"]
         on_short = {"calibrated_on_short"} if name == "S" else set()  # S alone has short runs here
-        assert set(k6["rules"]) == {"calibrated", "params", "default", "ridge", "hindsight"} | on_short
+        assert set(k6["rules"]) == {"calibrated", "params", "default", "meco", "ridge", "hindsight"} | on_short
         assert k6["rules"]["hindsight"]["mean"] == 0.0  # meco orders them exactly
         assert k6["rules"]["calibrated"]["mean"] < k6["rules"]["params"]["mean"]
         assert max(k6["chosen"], key=k6["chosen"].get) == "meco"

@@ -83,7 +83,7 @@ from das.report.inputs import batches_needed, require_file, resolve_proxies
 from das.report.ranking import log_rank_ensemble, partial_rank_correlation, rank_correlation, within_bins_correlation
 from das.report.scores_file import ScoredArch, ScoresFile
 from das.report.scoring import failure_summary, score_safely
-from das.spaces import create_space
+from das.spaces import SPACES, create_space
 from das.spaces.base import SearchSpace
 from das.spec import ArchSpec
 
@@ -114,6 +114,7 @@ class Student:
 @dataclass(frozen=True)
 class GroundTruth:
     population: str
+    space: str  # the registered space the students come from (a population is a space with fixed arguments)
     settings: dict[str, Any]
     students: list[Student]  # trained ones only, in the summary's order
     untrained: int
@@ -148,7 +149,7 @@ def read_ground_truth(path: str | Path) -> GroundTruth:
     if not (isinstance(summary, dict) and isinstance(summary.get("students"), list) and isinstance(summary.get("settings"), dict)
             and summary.get("population")):
         raise DasError(f"--ground-truth {p} is not a distill_ground_truth summary (it needs 'population', 'students' and 'settings')")
-    population, students, untrained = summary["population"], [], 0
+    population, students, untrained, spaces = summary["population"], [], 0, set()
     for i, s in enumerate(summary["students"]):
         if s.get("trained", True) is False:
             untrained += 1
@@ -157,21 +158,25 @@ def read_ground_truth(path: str | Path) -> GroundTruth:
         if missing:
             raise DasError(f"--ground-truth {p}: student {i} lacks {missing}; rerun distill_ground_truth.py to rewrite the summary")
         spec = ArchSpec.from_dict(s["spec"])
-        if spec.space != population:
+        if population in SPACES.names() and spec.space != population:  # a population named after its space
             raise DasError(f"--ground-truth {p}: student {i} is a {spec.space!r} architecture in a {population!r} population")
+        spaces.add(spec.space)
+        if len(spaces) > 1:
+            raise DasError(f"--ground-truth {p}: student {i} is a {spec.space!r} architecture, the ones before it "
+                           f"{sorted(spaces - {spec.space})}: a population comes from one space")
         students.append(Student(spec.to_json(), spec, int(s["params"]), float(s["distilled_acc"]), float(s["alone_acc"]), float(s["gain"])))
     if len(students) < MIN_STUDENTS:
         raise DasError(f"--ground-truth {p} has {len(students)} trained students; ranking needs at least {MIN_STUDENTS}: "
                        "let distill_ground_truth.py train more (rerun its command) and try again")
     teacher = summary.get("teacher") or {}
-    return GroundTruth(population, summary["settings"], students, untrained, teacher.get("test_acc"))
+    return GroundTruth(population, spaces.pop(), summary["settings"], students, untrained, teacher.get("test_acc"))
 
 
-def make_space(population: str, space_args: Mapping[str, Any]) -> SearchSpace:
+def make_space(space: str, space_args: Mapping[str, Any]) -> SearchSpace:
     try:
-        return create_space(population, **space_args)
+        return create_space(space, **space_args)
     except TypeError as err:
-        raise DasError(f"the summary's space_args {dict(space_args)} do not fit the {population} space ({err})") from None
+        raise DasError(f"the summary's space_args {dict(space_args)} do not fit the {space} space ({err})") from None
 
 
 def load_probe_batches(path: str | Path, batch_size: int, num_batches: int, seed: int, image_size: int) -> tuple[list[Batch], int]:
@@ -372,7 +377,7 @@ def main(argv: Sequence[str]) -> int:
     data = args.data or str(shared_data_dir() / "cifar10" / Path(gt.get("train_file") or "train_jpeg.npz").name)
     checkpoint = args.teacher_checkpoint or gt.get("teacher_checkpoint") or ""
     require_file(checkpoint, "--teacher-checkpoint", f"the weights of the summary's teacher {gt['teacher']!r}")
-    space = make_space(truth.population, gt["space_args"])
+    space = make_space(truth.space, gt["space_args"])
     scored = scored_proxies(proxies)
     num_batches = batches_needed(scored)
     image_size = int(gt.get("image_size") or 32)

@@ -240,3 +240,17 @@ def test_the_margin_over_params_is_zero_for_params_and_positive_for_the_truth() 
     assert same["margin"] == 0 and same["ci95"] == [0.0, 0.0] and same["share_above_zero"] == 0
     oracle = gtp.margin_over_params(acc, size, acc, budget_list, resamples=200)
     assert oracle["margin"] > 0.2 and oracle["ci95"][0] > 0 and oracle["share_above_zero"] == 1
+
+
+def test_a_population_named_apart_from_its_space_reads_its_students_space(tmp_path: Path) -> None:
+    """Population T is called mobilenetv3 and samples the timm space: its students build through that space."""
+    space = create_space("timm", family="mobilenetv3", channel_multipliers=[0.25, 0.5, 0.75], depth_multipliers=[0.5])
+    specs = list(space.enumerate())
+    summary = {"population": "mobilenetv3", "settings": {"space_args": space.space_args},
+               "students": [{"spec": s.to_dict(), "params": 1000 * (i + 1), "distilled_acc": 30.0 + i, "alone_acc": 25.0, "gain": 5.0 + i}
+                            for i, s in enumerate(specs)]}
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(summary))
+    truth = gtp.read_ground_truth(path)
+    assert truth.population == "mobilenetv3" and truth.space == "timm" and len(truth.students) == 3
+    assert gtp.make_space(truth.space, space.space_args).size == 3

@@ -190,12 +190,15 @@ def teacher_accuracy(model: DistillModule, data: DasDataModule, trainer: L.Train
     device = trainer.strategy.root_device
     teacher = model.teacher.to(device)
     try:
-        return top1_accuracy(teacher, islice(data.test_dataloader(), _test_batches(trainer)), device)
+        return top1_accuracy(teacher, islice(data.test_dataloader(), _test_batches(trainer, data)), device)
     finally:
         teacher.cpu()
 
 
-def _test_batches(trainer: L.Trainer) -> int:
+def _test_batches(trainer: L.Trainer, data: DasDataModule) -> int:
+    """The test batches the student was tested on: all of them under DDP (see das.distill.fit.fit_and_test)."""
+    if trainer.world_size > 1:
+        return len(data.test_dataloader())
     batches = trainer.num_test_batches
     return int(batches[0] if isinstance(batches, list) else batches)
 
@@ -237,10 +240,11 @@ def main(argv: list[str]) -> int:
         print(f"starting afresh in {out}: its checkpoints will be overwritten (add --ckpt_path last to resume instead)")
     try:
         distilled = fit_and_test(model, data, trainer, ckpt_path=cli.resume)
-        test_images = min(len(data.subset("test")), _test_batches(trainer) * data.hparams.batch_size)
+        rank0 = trainer.is_global_zero  # under DDP every rank trains and tests; rank 0 alone writes and reports
+        test_images = min(len(data.subset("test")), _test_batches(trainer, data) * data.hparams.batch_size)
         # The ONNX export's input: values don't shape the graph, but the check wants realistic ones.
         example = torch.randn(2, *data.input_shape, generator=torch.Generator().manual_seed(0))
-        student_files = save_student(model, out / "student.pt", example, test_acc=distilled)
+        student_files = save_student(model, out / "student.pt", example, test_acc=distilled) if rank0 else []
         results: dict[str, Any] = {
             "student": model.hparams.student, "teacher": model.hparams.teacher, "epochs": trainer.max_epochs,
             "distilled_test_acc": distilled, "test_images": test_images,
@@ -256,13 +260,16 @@ def main(argv: list[str]) -> int:
             root = out / BASELINE_DIR
             resume = last_checkpoint(root) if cli.resume else None
             results["baseline_test_acc"] = fit_and_test(alone, data, cli.instantiate_trainer(root=root, resuming=resume is not None), resume)
-            save_student(alone, root / "student.pt", example, test_acc=results["baseline_test_acc"])
+            if rank0:
+                save_student(alone, root / "student.pt", example, test_acc=results["baseline_test_acc"])
     except KeyboardInterrupt:
         kept = last_checkpoint(out / BASELINE_DIR) or last_checkpoint(out)
         where = f"the last finished epoch is kept in {kept}" if kept else "no epoch had finished, nothing to resume"
         print(f"interrupted: {where}; rerun the same command with --ckpt_path last to resume", file=sys.stderr)
         return INTERRUPTED
 
+    if not rank0:
+        return 0
     hp = model.hparams
     summary = None
     if "baseline_test_acc" in results:

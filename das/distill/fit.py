@@ -24,6 +24,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from das.distill.module import DistillModule
 from das.errors import DasError
+from das.evaluate import top1_accuracy
 from das.models import leaderboard_row, pareto_entry
 
 CHECKPOINT_DIR = "checkpoints"
@@ -141,19 +142,27 @@ def check_writable(root_dir: str | Path) -> None:
 
 
 def fit_and_test(module: DistillModule, datamodule: L.LightningDataModule, trainer: L.Trainer, ckpt_path: str | None = None) -> float:
-    """Fit (resuming from ``ckpt_path`` if given), then return test accuracy in %.
+    """Fit (resuming from ``ckpt_path`` if given), then return test accuracy in % over the whole test split.
 
     Ctrl-C raises KeyboardInterrupt here (Lightning turns it into ``sys.exit(1)``, which would
-    hide it); ``last.ckpt`` of the last finished epoch is kept.
+    hide it); ``last.ckpt`` of the last finished epoch is kept. Under DDP (``world_size`` > 1)
+    ``trainer.test`` would shard the test split and pad the shards (a DistributedSampler), so
+    every rank instead tests the whole split with the student's weights, which DDP keeps equal on
+    all ranks: the same figure as one process gives, and no collective call that a rank could miss.
     """
-    for run in (lambda: trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path),
-                lambda: trainer.test(module, datamodule=datamodule, verbose=False)):
+    runs = [lambda: trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)]
+    if trainer.world_size == 1:
+        runs.append(lambda: trainer.test(module, datamodule=datamodule, verbose=False))
+    for run in runs:
         try:
             results = run()
         except SystemExit:
             if trainer.interrupted:
                 raise KeyboardInterrupt from None
             raise
+    if trainer.world_size > 1:
+        datamodule.setup("test")
+        return top1_accuracy(module, datamodule.test_dataloader(), trainer.strategy.root_device)
     return 100.0 * float(results[0]["test/acc"])
 
 

@@ -39,6 +39,7 @@ from das.distill.losses import LOSSES, LossSpec
 from das.distill.module import DistillModule, alone_terms
 from das.distill.fit import (
     LOG_DIR, check_writable, checkpoint_callbacks, export_student, fit_and_test, last_checkpoint, resolve_resume, run_root,
+    tested_batches,
 )
 from das.errors import DasError
 from das.evaluate import near_chance, top1_accuracy
@@ -190,17 +191,10 @@ def teacher_accuracy(model: DistillModule, data: DasDataModule, trainer: L.Train
     device = trainer.strategy.root_device
     teacher = model.teacher.to(device)
     try:
-        return top1_accuracy(teacher, islice(data.test_dataloader(), _test_batches(trainer, data)), device)
+        return top1_accuracy(teacher, islice(data.test_dataloader(), tested_batches(trainer, data)), device)
     finally:
         teacher.cpu()
 
-
-def _test_batches(trainer: L.Trainer, data: DasDataModule) -> int:
-    """The test batches the student was tested on: all of them under DDP (see das.distill.fit.fit_and_test)."""
-    if trainer.world_size > 1:
-        return len(data.test_dataloader())
-    batches = trainer.num_test_batches
-    return int(batches[0] if isinstance(batches, list) else batches)
 
 
 def save_student(module: DistillModule, path: Path, example: torch.Tensor, **info: Any) -> list[Path]:
@@ -241,7 +235,7 @@ def main(argv: list[str]) -> int:
     try:
         distilled = fit_and_test(model, data, trainer, ckpt_path=cli.resume)
         rank0 = trainer.is_global_zero  # under DDP every rank trains and tests; rank 0 alone writes and reports
-        test_images = min(len(data.subset("test")), _test_batches(trainer, data) * data.hparams.batch_size)
+        test_images = min(len(data.subset("test")), tested_batches(trainer, data) * data.hparams.batch_size)
         # The ONNX export's input: values don't shape the graph, but the check wants realistic ones.
         example = torch.randn(2, *data.input_shape, generator=torch.Generator().manual_seed(0))
         student_files = save_student(model, out / "student.pt", example, test_acc=distilled) if rank0 else []

@@ -166,6 +166,14 @@ def fit_and_test(module: DistillModule, datamodule: L.LightningDataModule, train
     return 100.0 * float(results[0]["test/acc"])
 
 
+def tested_batches(trainer: L.Trainer, datamodule: L.LightningDataModule) -> int:
+    """The test batches a student was tested on by :func:`fit_and_test`: all of them under DDP, else what trainer.test read."""
+    if trainer.world_size > 1:
+        return len(datamodule.test_dataloader())
+    batches = trainer.num_test_batches
+    return int(batches[0] if isinstance(batches, list) else batches)
+
+
 def export_student(module: DistillModule, path: str | Path, **info: Any) -> Path:
     """Save the trained network alone (no teacher, no projector), with what rebuilds it."""
     path = Path(path)

@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from das.data import DasDataModule
-from das.distill.command import _test_batches, save_student
+from das.distill.command import save_student
+from das.distill.fit import tested_batches
 from das.distill.fit import fit_and_test
 from das.distill.module import DistillModule
 from das.evaluate import top1_accuracy
@@ -58,7 +59,7 @@ def train_recorded(module: DistillModule, data: DasDataModule, trainer: L.Traine
     started = time.perf_counter()
     after = fit_and_test(module, data, trainer, ckpt_path=ckpt_path)
     results["test_acc"]["after_training"] = after
-    results["test_images"] = min(len(data.subset("test")), _test_batches(trainer) * data.hparams.batch_size)
+    results["test_images"] = min(len(data.subset("test")), tested_batches(trainer, data) * data.hparams.batch_size)
     results["epochs"] = trainer.max_epochs
     results["train_seconds"] = round(time.perf_counter() - started, 1)
     return after

@@ -290,7 +290,7 @@ def test_the_baseline_trains_under_the_distilled_run_s_trainer_settings(tmp_path
         return 50.0
 
     monkeypatch.setattr(train, "fit_and_test", record)
-    monkeypatch.setattr(train, "_test_batches", lambda trainer, data: 1)  # nothing was tested, so the trainer counted no batches
+    monkeypatch.setattr(train, "tested_batches", lambda trainer, data: 1)  # nothing was tested, so the trainer counted no batches
     argv = [*TINY, "--trainer.max_epochs", "2", "--trainer.precision", "bf16-mixed", "--trainer.gradient_clip_val", "0.25",
             "--trainer.accumulate_grad_batches", "2", "--trainer.limit_test_batches", "1", "--trainer.default_root_dir", str(tmp_path / "run")]
     assert guarded(train.main, argv) == 0

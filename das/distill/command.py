@@ -110,6 +110,7 @@ class DasCLI(LightningCLI):
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
             raise DasError(f"trainer.max_epochs={epochs!r} must be an integer >= 1: the epochs each student trains")
         fit_warmup(cfg)
+        check_devices(cfg.trainer.accelerator, cfg.trainer.devices)
         root = run_root(cfg.trainer.default_root_dir, cfg.model.student)
         cfg.trainer.default_root_dir = str(root)
         for logger in _loggers(cfg.trainer.logger):
@@ -183,6 +184,18 @@ class _ParseOnlyCLI(DasCLI):
 
     def instantiate_classes(self) -> None:
         pass
+
+
+def check_devices(accelerator: Any, devices: Any, gpus: int | None = None) -> None:
+    """Refuse GPUs that are not there in one line (Lightning says only "No supported gpu backend found!")."""
+    gpus = torch.cuda.device_count() if gpus is None else gpus
+    if str(accelerator) not in ("gpu", "cuda"):
+        return
+    if gpus == 0:
+        raise DasError(f"trainer.accelerator={accelerator} but no CUDA device is present; give --trainer.accelerator cpu (or auto)")
+    wanted = devices if isinstance(devices, int) and not isinstance(devices, bool) else (len(devices) if isinstance(devices, list) else None)
+    if wanted is not None and wanted > gpus:
+        raise DasError(f"trainer.devices={devices} but {gpus} CUDA device(s) are present; give --trainer.devices {gpus} or fewer")
 
 
 def teacher_accuracy(model: DistillModule, data: DasDataModule, trainer: L.Trainer) -> float:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
 import pytest
+import torch
 
 from das.distill.compare import seed_noise
 
@@ -37,3 +39,28 @@ def test_two_processes_write_once_and_test_the_whole_split(tmp_path) -> None:
     # accuracies on this test set: two binomial standard errors of their difference (das.distill.compare.seed_noise).
     a, b = one["distilled_test_acc"], two["distilled_test_acc"]
     assert abs(a - b) <= seed_noise(a, b, one["test_images"]), (a, b)
+
+
+@pytest.mark.parametrize(("accelerator", "devices", "gpus", "words"), [
+    ("gpu", "auto", 0, "no CUDA device is present"),
+    ("cuda", 1, 0, "no CUDA device is present"),
+    ("gpu", 4, 2, "trainer.devices=4 but 2 CUDA device(s)"),
+    ("gpu", [0, 1, 2], 2, "but 2 CUDA device(s)"),
+])
+def test_gpus_that_are_not_there_are_one_line(accelerator, devices, gpus, words) -> None:
+    from das.distill.command import check_devices
+    from das.errors import DasError
+
+    with pytest.raises(DasError, match=re.escape(words)):
+        check_devices(accelerator, devices, gpus=gpus)
+    check_devices("cpu", 4, gpus=0)  # CPU processes: as many as asked
+    check_devices("gpu", 2, gpus=2)
+
+
+def test_train_py_refuses_a_missing_gpu_in_one_line(tmp_path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    proc = subprocess.run([sys.executable, "train.py", *TINY, "--trainer.accelerator", "gpu", "--trainer.default_root_dir", str(tmp_path / "r")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 1 and len(errors) == 1 and "no CUDA device is present" in errors[0], proc.stderr

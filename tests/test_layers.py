@@ -242,7 +242,8 @@ def _file(module: str, modules: Mapping[str, Path]) -> str:
 
 def test_no_import_circle_between_files() -> None:
     modules = module_files()
-    found = [frozenset(_file(m, modules) for m in group) for group in circles(import_graph())]
+    # type-only imports count too: a circle a type checker must untangle is still two rooms leaning on each other
+    found = [frozenset(_file(m, modules) for m in group) for group in circles(import_graph(type_checking=True))]
     new = [sorted(group) for group in found]
     assert not new, "import circles between files: " + "; ".join(" <-> ".join(group) for group in new)
 

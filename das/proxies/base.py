@@ -15,15 +15,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Any
 
 from das.proxies.needs import known_needs
 from das.registry import Registry
 
-if TYPE_CHECKING:
-    from das.proxies.context import ScoringContext
 
-ProxyFn = Callable[["ScoringContext"], float]
+#: A proxy: a das.proxies.context.ScoringContext in, a score out (typed loosely so base stays below context).
+ProxyFn = Callable[[Any], float]
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,9 @@ those needs ask for), so neither imports the other to learn the names.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from das.registry import Registry
 
-if TYPE_CHECKING:
-    from das.proxies.context import Tap
 
 #: Products the context computes itself (the other needs are registered taps).
 BUILTIN_NEEDS: dict[str, str] = {
@@ -22,13 +19,14 @@ BUILTIN_NEEDS: dict[str, str] = {
     "data_free": "no probe data: the proxy runs its own pass on a synthetic input",
 }
 
-TAPS: Registry[type[Tap]] = Registry("tap")
+#: Tap classes (das.proxies.context.Tap subclasses) by need name; typed loosely so this module stays below context.
+TAPS: Registry[type] = Registry("tap")
 
 
-def register_tap(name: str) -> Callable[[type[Tap]], type[Tap]]:
+def register_tap(name: str) -> Callable[[type], type]:
     """Class decorator: make a :class:`~das.proxies.context.Tap` available as the need ``name``."""
 
-    def decorator(cls: type[Tap]) -> type[Tap]:
+    def decorator(cls: type) -> type:
         TAPS.add(name, cls)
         return cls
 

@@ -187,7 +187,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--only", default=None, metavar="A:B",
                    help="train only positions A..B-1 of the ground-truth order, no other stage (a slice of the population, e.g. for a recipe check)")
     p.add_argument("--stages", default=None, metavar="NAMES",
-                   help="comma list of the stages to run (ground_truth, noise, fidelity; default all): two processes may split a "
+                   help="comma list of the stages to run (ground_truth, noise, fidelity, short; default all): two processes may split a "
                         "protocol's stages, each writes its own results files")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 on a shared machine: OpenMP threads wait on each other)")
     p.add_argument("--device", default="cpu", help="where students train (figures are bit-reproducible on the CPU)")
@@ -499,6 +499,8 @@ def summarise(out: Path, sample: list[dict[str, Any]], teacher: dict[str, Any] |
         theirs, records = read_results(path)
         pairs = [(by_key[r["key"]], r) for r in records if r["key"] in by_key]
         shorts.append({"file": path.name, "epochs": flatten(theirs or {}).get("recipe.epochs"), "val_images": (theirs or {}).get("test_images"),
+                       "teacher_weights": (theirs or {}).get("teacher_weights"),
+                       "same_teacher_as_ground_truth": (theirs or {}).get("teacher_weights") == (settings or {}).get("teacher_weights"),
                        "n": len(pairs), "rho_with_ground_truth": rho([a["distilled_acc"] for a, _ in pairs], [b["distilled_acc"] for _, b in pairs]),
                        "students": [{"arch": b["arch"], "params": b["params"], "distilled_val_acc": b["distilled_acc"],
                                      "diverged": b["distilled_diverged"], "seconds": b["seconds_distilled"]} for _, b in pairs]})
@@ -590,6 +592,14 @@ def main(argv: Sequence[str]) -> int:
 
     previous = json.loads(out.read_text()).get("teacher") if out.is_file() else None
     teacher = teacher_accuracy(args, data, previous)
+    if previous and previous.get("weights") != teacher["weights"]:
+        if {s.name for s in stages} != {"short"}:
+            raise DasError(f"--teacher-checkpoint {args.teacher_checkpoint} has other weights ({teacher['weights']}) than this population's "
+                           f"teacher ({previous.get('checkpoint')}, {previous.get('weights')}); only --stages short may use another teacher")
+        print(f"note: the short runs use {teacher['checkpoint']} ({teacher['weights']}, {teacher['test_acc']:.2f}%), the ground truth "
+              f"{previous.get('checkpoint')} ({previous.get('weights')}, {previous.get('test_acc')}%); the summary keeps the ground truth's "
+              "teacher and marks each short file's own", flush=True)
+        teacher = previous
     print(f"teacher {args.teacher}: {teacher['test_acc']:.2f}% on {teacher['test_images']} test images; {len(sample)} {args.population} "
           f"students ({sample[0]['params']:,}-{sample[-1]['params']:,} params) train on {len(data.train)} images of "
           f"{data.input_shape[-1]}×{data.input_shape[-1]}; {threads} thread(s), load average {os.getloadavg()[0]:.1f}", flush=True)

@@ -15,10 +15,10 @@ def write_fake_cifar(path: Path, images: int, seed: int = 0) -> Path:
     return path
 
 
-def save_random_teacher(path: Path, spec: str = "resnet20") -> Path:
+def save_random_teacher(path: Path, spec: str = "resnet20", seed: int = 0) -> Path:
     """An untrained (seeded) ``spec`` saved as a teacher checkpoint: a teacher file without training one."""
     import teachers
 
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     torch.save(teachers.create_teacher(spec).state_dict(), path)
     return path

@@ -219,3 +219,19 @@ def test_short_runs_are_distilled_only_judged_on_validation_images_and_resume(ti
     assert gt.main(base) == 0
     with pytest.raises(DasError, match="--val-images 40"):
         gt.main([*base[:-2], "--val-images", "40", "--out", str(tmp_path / "other.json")])
+
+
+def test_short_runs_may_use_another_teacher_but_the_summary_keeps_the_ground_truths(tiny: list[str], tmp_path: Path) -> None:
+    out = tmp_path / "gt_other.json"
+    base = [*tiny, "--population", "nb201", "--space-args", "{C: 4, N: 1}", "--out", str(out)]
+    assert gt.main(base) == 0
+    ground_truth_teacher = json.loads(out.read_text())["teacher"]
+    save_random_teacher(tmp_path / "refit.th", seed=7)
+    refit = [*base, "--teacher-checkpoint", str(tmp_path / "refit.th")]
+    with pytest.raises(DasError, match="only --stages short"):
+        gt.main([*refit, "--short-epochs", "1", "--val-images", "16"])  # the ground truth stage would mix two teachers
+    assert gt.main([*refit, "--short-epochs", "1", "--val-images", "16", "--stages", "short"]) == 0
+    summary = json.loads(out.read_text())
+    assert summary["teacher"] == ground_truth_teacher
+    short = summary["short_runs"][0]
+    assert short["n"] == 3 and short["same_teacher_as_ground_truth"] is False and short["teacher_weights"] != ground_truth_teacher["weights"]

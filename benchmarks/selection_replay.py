@@ -21,10 +21,15 @@ no user can reach (it looks at every accuracy).
 
 **Race** (``--ns``): the top N in-budget held-back students by a rule, plus always the largest in
 budget, each distilled on a short schedule; the one with the best short-run accuracy is kept and
-judged on the ground truth. Replayed where short runs exist for the same students
-(``--short``: NB201's 10-epoch runs for S's 30-epoch ground truth), with the short accuracies a
-user would see; cost is the finalists' short-run FLOPs-epochs over one full distillation of the
-largest in-budget student (FLOPs × epochs; every finalist run to the end, no halving).
+judged on the ground truth. Replayed where short runs exist for the same students (the ground
+truth's own ``.short<E>.jsonl``, on validation images), with the short accuracies a user would
+see, after ``params``, the default, the calibrated rule and the rule calibrated on the K's short
+runs (``calibrated_on_short``: what a user who never runs a full distillation meets). N in
+``--ns`` traces regret against cost. Cost is the finalists' short-run FLOPs-epochs over one full
+distillation of the largest in-budget student (FLOPs × epochs; every finalist run to the end: the
+search's successive halving stops some early, so this is the race's upper bound). A calibration's
+cost (``cost_mean`` of ``calibrated`` and ``calibrated_on_short``) is the K runs' FLOPs-epochs on
+the same scale.
 
 The scores entering the fit are ``--features`` (default: das.calibrate.selection.COMBINED, what a
 search scores its calibration students with). No accuracy of the held-back students enters a fit.
@@ -167,7 +172,9 @@ def signed(values: np.ndarray, name: str) -> np.ndarray:
 
 
 def race(order: np.ndarray, pop: Population, inside: np.ndarray, n: int) -> tuple[float, float]:
-    """Regret and cost of racing the top ``n`` of ``inside`` by ``order`` plus the largest, on short runs."""
+    """Regret and cost of racing the top ``n`` of ``inside`` by ``order`` plus the largest, on short runs (nan: none in budget)."""
+    if not len(inside):
+        return math.nan, math.nan
     ranked = inside[np.argsort(-order[inside], kind="stable")]
     largest = inside[np.argmax(pop.params[inside])]
     finalists = np.unique(np.concatenate([ranked[:n], [largest]]))
@@ -176,6 +183,13 @@ def race(order: np.ndarray, pop: Population, inside: np.ndarray, n: int) -> tupl
     regret = float(pop.accuracy[inside].max() - pop.accuracy[winners].mean())
     cost = float(pop.flops[finalists].sum() * pop.short_epochs / (pop.flops[largest] * pop.epochs))
     return regret, cost
+
+
+def calibration_cost(pop: Population, cal: np.ndarray, held: np.ndarray, limits: Sequence[float], epochs: int) -> float:
+    """The K calibration runs' FLOPs-epochs over one full distillation of the largest in-budget held-back student (mean over budgets)."""
+    spent = pop.flops[cal].sum() * epochs
+    full = [pop.flops[held[pop.params[held] <= b]].max() * pop.epochs for b in limits if (pop.params[held] <= b).any()]
+    return float(np.mean([spent / f for f in full]))
 
 
 def size_first(pop: Population, tie_break: str) -> np.ndarray:
@@ -224,7 +238,8 @@ def replay(pop: Population, ks: Sequence[int], ns: Sequence[int], draws: int, se
             raise DasError(f"--ks {k} must be between 3 and {len(pop) - 2} for a population of {len(pop)}")
         rules = ("calibrated", "params", "default", PREVIOUS_DEFAULT, "ridge", "hindsight") + (("calibrated_on_short",) if pop.short is not None else ())
         per: dict[str, list[list[float]]] = {m: [] for m in rules}
-        races: dict[str, list[tuple[float, float]]] = {}
+        races: dict[str, list[list[tuple[float, float]]]] = {}  # rule+raceN -> per draw, per budget: (regret, cost)
+        costs: dict[str, list[float]] = {}
         chosen: dict[str, int] = {}
         for _ in range(draws):
             cal = np.sort(rng.choice(len(pop), size=k, replace=False))
@@ -245,16 +260,19 @@ def replay(pop: Population, ks: Sequence[int], ns: Sequence[int], draws: int, se
             objective["ridge"] = np.zeros(len(pop)) if ridge is None else ridge.objective({n: pop.scores[n] for n in names})
             for m, value in objective.items():
                 per[m].append(regrets_at_budgets(value, pop, held, limits))
+            for m, epochs in (("calibrated", pop.epochs), ("calibrated_on_short", pop.short_epochs)):
+                if m in objective:
+                    costs.setdefault(m, []).append(calibration_cost(pop, cal, held, limits, epochs))
             if pop.short is not None:
                 for n in ns:
-                    for m in ("calibrated", "default", "params"):
-                        for b in limits:
-                            inside = held[pop.params[held] <= b]
-                            races.setdefault(f"{m}+race{n}", []).append(race(objective[m], pop, inside, n))
+                    for m in ("calibrated", "calibrated_on_short", "default", "params"):
+                        races.setdefault(f"{m}+race{n}", []).append(
+                            [race(objective[m], pop, held[pop.params[held] <= b], n) for b in limits])
         out["by_k"][str(k)] = {
             "chosen": dict(sorted(chosen.items(), key=lambda kv: -kv[1])),
-            "rules": {m: summary(v) for m, v in per.items()},
-            "races": {m: {"regret_mean": float(np.mean([r for r, _ in v])), "cost_mean": float(np.mean([c for _, c in v]))}
+            "rules": {m: {**summary(v), **({"cost_mean": float(np.mean(costs[m]))} if m in costs else {})} for m, v in per.items()},
+            "races": {m: {**summary([[r for r, _ in draw] for draw in v]), "regret_mean": summary([[r for r, _ in draw] for draw in v])["mean"],
+                          "cost_mean": float(np.nanmean([[c for _, c in draw] for draw in v]))}
                       for m, v in races.items()},
         }
     return out
@@ -271,7 +289,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--populations", default=None, help="comma list of " + ", ".join(POPULATIONS) + " (default: every one committed)")
     p.add_argument("--ks", default="4,8,16", help="calibration students per draw")
-    p.add_argument("--ns", default="4,8", help="race finalists (besides the largest in budget)")
+    p.add_argument("--ns", default="1,2,4,8", help="race finalists (besides the largest in budget): a regret-against-cost curve")
     p.add_argument("--draws", type=int, default=200, help="random draws of the calibration students per K")
     p.add_argument("--seed", type=int, default=0, help="seed of the draws")
     p.add_argument("--features", default=",".join(COMBINED), help="the scores a calibration fit sees")
@@ -320,7 +338,8 @@ def main(argv: Sequence[str]) -> int:
             for m, s in block["rules"].items():
                 rows.append([name, k, m, f"{s['mean']:.2f}", f"{s['worst_decile']:.2f}", " / ".join(f"{v:.2f}" for v in s["by_budget"])])
             for m, r in block["races"].items():
-                rows.append([name, k, m, f"{r['regret_mean']:.2f}", "", f"cost {r['cost_mean']:.2f}× full"])
+                rows.append([name, k, m, f"{r['mean']:.2f}", f"{r['worst_decile']:.2f}",
+                             " / ".join(f"{v:.2f}" for v in r["by_budget"]) + f"; cost {r['cost_mean']:.2f}× full"])
         print_table(["pop", "K", "rule", "mean regret", "worst decile", "by budget (q25/q50/q75)"], rows)
         print(f"{name}: hindsight best single score {res['hindsight']}; default {default}; chosen at K: "
               + "; ".join(f"{k}: {b['chosen']}" for k, b in res["by_k"].items()))

@@ -100,3 +100,27 @@ def test_a_ground_truth_s_own_short_runs_are_used(folder):
     pop = sr.load_population("C", folder)
     assert pop.short_epochs == 3 and pop.short_source.endswith("(validation images)")
     assert np.allclose(pop.short, pop.accuracy - 5.0)
+
+
+def test_race_and_calibration_costs_by_hand(folder):
+    pop = sr.load_population("S", folder)  # flops = 10 × params; params 1000..12000; 30 epochs, short runs 10
+    held = np.arange(4, N)
+    # Race the top 1 of students 4..7 by -params (student 4) plus the largest (student 7): (5 + 8) × 10 / (8 × 30).
+    regret, cost = sr.race(-pop.params, pop, held[:4], 1)
+    assert cost == pytest.approx((5 + 8) * 10 / (8 * 30))
+    assert regret == pytest.approx(pop.accuracy[held[:4]].max() - pop.accuracy[[4, 7][int(np.argmax(pop.short[[4, 7]]))]])
+    assert all(np.isnan(sr.race(-pop.params, pop, held[:0], 1)))  # nothing in budget: no race
+    # Calibrating on students 0..3 (1+2+3+4 thousand params, full epochs) against the largest held-back in each budget.
+    limits = [6500.0, 12000.0]
+    assert sr.calibration_cost(pop, np.arange(4), held, limits, 30) == pytest.approx(np.mean([10 / 6, 10 / 12]))
+
+
+def test_races_trace_a_curve_for_every_rule_including_the_short_calibration(folder):
+    out = folder / "replay.json"
+    assert sr.main(["--results", str(folder), "--out", str(out), "--ks", "4", "--ns", "1,3", "--draws", "5"]) == 0
+    block = json.loads(out.read_text())["populations"]["S"]["by_k"]["4"]
+    assert set(block["races"]) == {f"{m}+race{n}" for m in ("calibrated", "calibrated_on_short", "default", "params") for n in (1, 3)}
+    for m in ("default", "params"):  # more finalists cost more and, with short runs that agree with the truth, never regret more
+        assert block["races"][f"{m}+race3"]["cost_mean"] > block["races"][f"{m}+race1"]["cost_mean"]
+        assert block["races"][f"{m}+race3"]["mean"] <= block["races"][f"{m}+race1"]["mean"] + 1e-9
+    assert block["rules"]["calibrated"]["cost_mean"] == pytest.approx(3 * block["rules"]["calibrated_on_short"]["cost_mean"])

@@ -161,3 +161,17 @@ def test_calibration_end_to_end_on_the_digits_quickstart_and_its_resume(tmp_path
     assert guarded(search.main, [*argv[:-1], "2"]) == USER_ERROR
     err = capsys.readouterr().err
     assert "calibrate.epochs: was 1, now 2" in err and "new --run_dir" in err
+
+
+def test_more_calibration_students_than_the_budget_holds_is_one_line_naming_both() -> None:
+    from das.errors import DasError
+    from das.search.calibration_step import _draw_students
+    from das.search.config import BudgetConfig, CalibrateConfig
+    from das.spaces import create_space
+
+    space = create_space("resnet_cifar")  # 8,000 members: about 1 in 9 under 120k params, very few under 50k
+    fits = _draw_students(CalibrateConfig(students=3), space, BudgetConfig(max_params=120_000), 10, (3, 8, 8))
+    assert len({s.to_json() for s in fits}) == 3
+    with pytest.raises(DasError, match=r"found only \d+ distinct students within the budget .*calibrate.students \(now 8\)") as err:
+        _draw_students(CalibrateConfig(students=8), space, BudgetConfig(max_params=50_000), 10, (3, 8, 8))
+    assert "\n" not in str(err.value)

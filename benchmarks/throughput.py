@@ -103,8 +103,14 @@ def das_loss(module: DistillModule) -> Callable[[torch.Tensor, torch.Tensor], to
     return lambda x, y: module.compute_losses(x, y)[1].total
 
 
-def plain_loss(module: DistillModule) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """The same objective written out: forward hooks on the paired modules, CE ½ + KD ½ (T = 4) + the cosine loss."""
+def plain_loss(module: DistillModule, ce: float = 0.5, kd: float = 0.5, temperature: float = 4.0,
+               cosine: float = 1.0) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The same objective written out: CE ``ce`` + KD ``kd`` (at ``temperature``) + the cosine loss ``cosine``.
+
+    The defaults are train.py's (CE ½ + KD ½ at T = 4 + the cosine loss at scale 1, through forward
+    hooks on the paired modules); with ``cosine=0`` no hook is registered, so the floor of a logits-only
+    KD step (torchdistill_compare) pays for no feature maps either.
+    """
     student, teacher, pairs, projectors = module.student, module.teacher, module.pairs, module.projectors
     s_maps: dict[str, torch.Tensor] = {}
     t_maps: dict[str, torch.Tensor] = {}
@@ -115,7 +121,7 @@ def plain_loss(module: DistillModule) -> Callable[[torch.Tensor, torch.Tensor], 
         return hook
 
     s_modules, t_modules = dict(student.named_modules()), dict(teacher.named_modules())
-    for p in pairs:
+    for p in pairs if cosine else []:
         s_modules[p.student.module].register_forward_hook(keeper(s_maps, p.student.module))
         t_modules[p.teacher.module].register_forward_hook(keeper(t_maps, p.teacher.module))
 
@@ -123,12 +129,16 @@ def plain_loss(module: DistillModule) -> Callable[[torch.Tensor, torch.Tensor], 
         with torch.no_grad():
             t_logits = teacher(x)
         logits = student(x)
-        kd = F.kl_div(F.log_softmax(logits / 4.0, 1), F.log_softmax(t_logits / 4.0, 1), reduction="batchmean", log_target=True) * 16.0
-        cosine = logits.new_zeros(())
+        soft = F.kl_div(F.log_softmax(logits / temperature, 1), F.log_softmax(t_logits / temperature, 1), reduction="batchmean",
+                        log_target=True) * temperature**2
+        total = ce * F.cross_entropy(logits, y) + kd * soft
+        if not cosine:
+            return total
+        feature = logits.new_zeros(())
         for proj, p in zip(projectors.projectors, pairs):  # pool first, then project, as FeatureProjectors does
             s, t = match_spatial(s_maps[p.student.module], t_maps[p.teacher.module])
-            cosine = cosine + (1.0 - F.cosine_similarity(proj(s), t, dim=1, eps=1e-8)).mean()
-        return 0.5 * F.cross_entropy(logits, y) + 0.5 * kd + cosine / max(len(pairs), 1)
+            feature = feature + (1.0 - F.cosine_similarity(proj(s), t, dim=1, eps=1e-8)).mean()
+        return total + cosine * feature / max(len(pairs), 1)
     return loss
 
 

@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2] / "benchmarks"
-HELPERS = {"__init__", "common", "search_bench", "pgserver"}  # shared code, not scripts
+HELPERS = {"__init__", "common", "search_bench", "pgserver", "torchdistill_side"}  # shared code, not scripts
 
 
 def scripts() -> list[Path]:

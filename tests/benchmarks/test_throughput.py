@@ -28,6 +28,17 @@ def test_the_plain_floor_computes_das_s_objective() -> None:
     assert tp.plain_loss(module)(x, y).item() == pytest.approx(tp.das_loss(module)(x, y).item(), rel=1e-5)
 
 
+def test_the_plain_floor_of_a_logits_only_objective_hooks_nothing() -> None:
+    torch.manual_seed(0)
+    losses = {"ce": 0.9, "kd": {"weight": 0.1, "temperature": 4.0}}  # torchdistill's CIFAR-10 KD, no feature loss
+    module = DistillModule("resnet20", teacher="resnet32", num_classes=10, losses=losses, input_size=(3, 16, 16))
+    module.train()
+    x, y = torch.randn(6, 3, 16, 16), torch.arange(6)
+    loss = tp.plain_loss(module, ce=0.9, kd=0.1, temperature=4.0, cosine=0.0)
+    assert not any(m._forward_hooks for m in [*module.student.modules(), *module.teacher.modules()])
+    assert loss(x, y).item() == pytest.approx(tp.das_loss(module)(x, y).item(), rel=1e-5)
+
+
 def test_a_tiny_run_writes_every_figure(tmp_path) -> None:
     out = tmp_path / "tp.json"
     assert tp.main(["--cases", "a", "--amp", "off,bf16", "--steps", "1", "--warmup", "0", "--archs", "1", "--batch", "4",

@@ -125,10 +125,12 @@ def plain_loss(module: DistillModule, ce: float = 0.5, kd: float = 0.5, temperat
         s_modules[p.student.module].register_forward_hook(keeper(s_maps, p.student.module))
         t_modules[p.teacher.module].register_forward_hook(keeper(t_maps, p.teacher.module))
 
+    run_teacher, run_student = module.forward_of(teacher), module.forward_of(student)  # compiled with --compile, as das's
+
     def loss(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            t_logits = teacher(x)
-        logits = student(x)
+            t_logits = run_teacher(x)
+        logits = run_student(x)
         soft = F.kl_div(F.log_softmax(logits / temperature, 1), F.log_softmax(t_logits / temperature, 1), reduction="batchmean",
                         log_target=True) * temperature**2
         total = ce * F.cross_entropy(logits, y) + kd * soft
@@ -181,13 +183,11 @@ def timed(step: Callable[[torch.Tensor, torch.Tensor], None], x: torch.Tensor, y
 def measure_training(case: dict[str, Any], device: torch.device, amp: str, compiled: bool, args: argparse.Namespace) -> dict[str, Any]:
     size, batch = args.size or case["size"], args.batch or case["batch"]
     torch.manual_seed(0)
-    module = DistillModule(case["student"], teacher=case["teacher"], num_classes=case["classes"], input_size=(3, size, size)).to(device)
+    module = DistillModule(case["student"], teacher=case["teacher"], num_classes=case["classes"], input_size=(3, size, size),
+                           compile=compiled).to(device)
     module.train()
     optimizer = torch.optim.SGD([*module.student.parameters(), *module.projectors.parameters()], lr=0.01, momentum=0.9)
     scaler = torch.amp.GradScaler(device.type) if amp == "fp16" else None
-    if compiled:
-        module.student = torch.compile(module.student)
-        module.teacher = torch.compile(module.teacher)
     x = torch.randn(batch, 3, size, size, device=device)
     y = torch.randint(0, case["classes"], (batch,), device=device)
     rates: dict[str, list[float]] = {"das": [], "plain": []}

@@ -35,6 +35,7 @@ so ``--ckpt_path last`` and ``DistillModule.load_from_checkpoint`` rebuild the s
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 import dataclasses
 import warnings
 from typing import Any, Literal
@@ -169,6 +170,10 @@ class DistillModule(L.LightningModule):
         channels_last: run the student and teacher, and feed 4-D batches, in the channels-last
             memory format: the same maths (outputs equal to float rounding), faster convolutions
             (docs/results.md: "Speed"); false keeps PyTorch's default layout.
+        compile: run the student's and the teacher's training forwards through ``torch.compile``:
+            the first steps compile (a minute or more on a CPU), later ones may run faster; the
+            modules, their state dicts and the exported student are unchanged. What dynamo cannot
+            trace runs eagerly, by torch's own rules.
         student_spec: filled in automatically (for a student of a search space) so a
             checkpoint rebuilds its student without the JSON file, leaderboard or study; leave unset.
     """
@@ -194,6 +199,7 @@ class DistillModule(L.LightningModule):
         decay_norm_and_bias: bool = False,
         input_size: tuple[int, int, int] = (3, 32, 32),
         channels_last: bool = False,
+        compile: bool = False,  # noqa: A002  (the flag's name on the command line: --model.compile)
         student_spec: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -234,6 +240,7 @@ class DistillModule(L.LightningModule):
         self.projectors = FeatureProjectors(self.pairs)
         self.objective = DistillObjective(self.terms)
         self.feature_terms = self.objective.feature_terms
+        self._compiled: dict[int, Callable[[torch.Tensor], torch.Tensor]] = {}  # id(module) -> its compiled forward
         if channels_last:  # converts 4-D weights only; 2-D and 1-D ones have a single layout
             for net in (self.student, self.teacher, self.projectors):
                 if net is not None:
@@ -271,12 +278,21 @@ class DistillModule(L.LightningModule):
         if line := self.describe_pairs():
             self.print(line)
 
+    def forward_of(self, model: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``model`` itself, or with ``compile`` its compiled forward (kept outside the module tree, so state dicts keep their keys)."""
+        if not self.hparams.get("compile", False):
+            return model
+        if id(model) not in self._compiled:
+            self._compiled[id(model)] = torch.compile(model)
+        return self._compiled[id(model)]
+
     def _run(self, model: nn.Module, names: list[str], x: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """The logits and the outputs of ``names`` (in that order; none unless a term reads features)."""
+        forward = self.forward_of(model)
         if not self.uses_features:
-            return model(x), []
-        with FeatureTap(model, list(dict.fromkeys(names))) as tap:
-            logits = model(x)
+            return forward(x), []
+        with FeatureTap(model, list(dict.fromkeys(names))) as tap:  # hooks on the module a compiled forward traces
+            logits = forward(x)
         return logits, [tap.outputs[n] for n in names]
 
     def compute_losses(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, LossValues]:

@@ -240,3 +240,27 @@ def test_channels_last_is_the_same_maths_in_another_layout(tmp_path) -> None:
         trainer(tmp_path / str(layout), 2).fit(module, train_dataloaders=data)
     for (name, a), b in zip(plain.student.state_dict().items(), fast.student.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-4), name
+
+
+def test_compile_is_the_same_step_and_keeps_the_modules_and_their_keys(tmp_path) -> None:
+    """compile runs the student and teacher through torch.compile: the same losses and feature terms as eager
+    to float rounding, the same weights after training steps, and a checkpoint whose keys are the eager module's."""
+    losses = {"ce": 0.5, "kd": 0.5, "cosine": 1.0}
+    modules = {}
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        modules[compiled] = DistillModule(student=TEACHER, teacher=TEACHER, input_size=(3, 8, 8), feature_pairs="final",
+                                          losses=losses, compile=compiled, schedule="constant")
+    eager, fast = modules[False], modules[True]
+    x, y = batch(n=8, size=8)
+    (le, ve), (lf, vf) = eager.compute_losses(x, y), fast.compute_losses(x, y)
+    assert len(fast._compiled) == 2 and not eager._compiled  # student and teacher, each compiled once
+    assert torch.allclose(le, lf, atol=1e-5) and set(ve.terms) == set(vf.terms) == {"ce", "kd", "cosine"}
+    for name in ve.terms:
+        assert torch.allclose(ve.terms[name], vf.terms[name], atol=1e-5), name
+    data = DataLoader(TensorDataset(x.repeat(2, 1, 1, 1), y.repeat(2)), batch_size=8)
+    for compiled, module in modules.items():
+        trainer(tmp_path / str(compiled), 2).fit(module, train_dataloaders=data)
+    assert list(fast.state_dict()) == list(eager.state_dict())  # no "_orig_mod." keys
+    for (name, a), b in zip(eager.student.state_dict().items(), fast.student.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-4), name

@@ -141,7 +141,7 @@ def check_calibration_data(cfg: CalibrateConfig, data: DasDataModule) -> None:
     """Refuse a calibration the loaded data cannot hold (too few validation or training images)."""
     if not cfg.students:
         return
-    train, val = len(data.subset("train")), len(data.subset("val"))
+    train, val = data.split_size("train"), data.split_size("val")
     if val < 2:
         raise DasError(f"calibration ranks its students on the validation split, which has {val} image(s); raise data.val_fraction")
     if cfg.train_images is not None and cfg.train_images > train:

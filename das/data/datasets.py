@@ -17,6 +17,7 @@ Two more are streamed (registered with ``streamed=True``): their loaders return 
 image by image in its DataLoader workers, so they take any number of images at any size:
 
 - ``folder``: the ``imagefolder`` layout read lazily (:mod:`das.data.streamed`).
+- ``webdataset``: tar shards listed in an ``_info.json`` (:mod:`das.data.shards`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import numpy as np
 import torch
 
 from das.data.splits import DatasetSplits, ImageSplit, resize_images, stratified_split
+from das.data.shards import load_webdataset
 from das.data.streamed import load_folder
 from das.data.transforms import IMAGENET_MEAN, IMAGENET_STD, check_norm
 from das.errors import DasError
@@ -271,6 +273,7 @@ def load_imagefolder(root: str | Path | None = None, image_size: int | None = No
 
 # Streamed: the data module decodes them in its DataLoader workers; load_dataset refuses them.
 DATASETS.add("folder", load_folder, mean=IMAGENET_MEAN, std=IMAGENET_STD, augment=("crop", "flip"), streamed=True)
+DATASETS.add("webdataset", load_webdataset, mean=IMAGENET_MEAN, std=IMAGENET_STD, augment=("crop", "flip"), streamed=True)
 
 
 def is_streamed(name: str) -> bool:

@@ -14,7 +14,8 @@ through the evaluation transform, up to :data:`das.data.streamed.IN_MEMORY_BYTES
 from __future__ import annotations
 
 import os
-from typing import Literal
+from collections.abc import Callable
+from typing import Any, Literal
 
 import lightning as L
 import torch
@@ -271,7 +272,7 @@ class DasDataModule(L.LightningDataModule):
         transform = train_transform(self.input_shape[-1], self.mean, self.std, self.augment) if train else eval_transform(self.mean, self.std)
         return ImageDataset(self.subset(split), transform)
 
-    def _pipeline(self, train: bool, normalise: bool):
+    def _pipeline(self, train: bool, normalise: bool) -> Callable[[Any], Tensor]:
         """A streamed image's transform: decoded PIL image → C×H×W at the module's size (normalised float, or uint8)."""
         self.setup()
         stats = (self.mean, self.std) if normalise else (None, None)

@@ -19,8 +19,8 @@ its loaders and probe batches from them.
 
 An image that cannot be decoded stops the run with a :class:`~das.errors.DasError` naming the
 file: the data a model was trained on is then exactly the dataset, never the dataset less the
-files that happened to fail (which would also differ between workers' runs), and the first
-epoch reads every file, so a bad one shows early; train.py resumes from the last checkpoint
+files that happened to fail to decode, and the first epoch reads every file, so a bad one shows
+early; train.py resumes from the last checkpoint
 once it is replaced (``--ckpt_path last``).
 """
 
@@ -46,10 +46,6 @@ from das.errors import DasError
 #: 224 px or 700k at 32 px; past it, hold fewer (``calibrate.train_images``, ``val_fraction``).
 IN_MEMORY_BYTES = 2 * 2**30
 
-#: Image files a folder may hold, by suffix (PIL decodes them; torchvision's ImageFolder takes the same).
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-
-
 def decode(data: bytes | str | Path, name: str) -> Any:
     """Open an encoded image (a path or its bytes) as an RGB PIL image; an unreadable one is a one-line DasError naming ``name``."""
     from PIL import Image, UnidentifiedImageError
@@ -57,7 +53,7 @@ def decode(data: bytes | str | Path, name: str) -> Any:
     try:
         with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as img:
             return img.convert("RGB")  # decodes all of it, so a truncated file fails here, in the worker
-    except (OSError, UnidentifiedImageError, ValueError) as err:
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as err:
         raise DasError(f"cannot decode image {name} ({' '.join(str(err).split())}); images must be files PIL opens "
                        f"(JPEG, PNG, WebP, ...): replace or delete it and rerun (an unreadable image stops the run, docs/guide.md)") from None
 

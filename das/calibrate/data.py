@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 
 from das.data.datamodule import DasDataModule
-from das.data.splits import ImageSplit, stratified_split
+from das.data.splits import ImageSplit
 from das.data.transforms import eval_transform
 from das.errors import DasError
 
@@ -54,13 +54,12 @@ class PopulationData:
             train_images: keep a stratified, seeded subset of this many training images; None keeps all.
             seed: the subset's seed.
         """
-        train = dm.subset("train")
+        keep = None
         if train_images is not None:
-            if not 2 <= train_images <= len(train):
-                raise DasError(f"train_images={train_images} must be between 2 and the {len(train)} training images")
-            _, keep = stratified_split(train.labels, train_images / len(train), seed)
-            train = train.subset(keep)
-        return cls(train, dm.subset("test"), dm.mean, dm.std, dm.num_classes)
+            if not 2 <= train_images <= (have := dm.split_size("train")):
+                raise DasError(f"train_images={train_images} must be between 2 and the {have} training images")
+            keep = dm.stratified("train", train_images, seed)  # only these are decoded from a streamed dataset
+        return cls(dm.subset("train", keep), dm.subset("test"), dm.mean, dm.std, dm.num_classes)
 
     @property
     def input_shape(self) -> tuple[int, int, int]:

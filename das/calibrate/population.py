@@ -81,7 +81,9 @@ def train_population(
         teacher: a teacher spec (``resnet56``, ``timm:NAME``, ``module:function``) or a built network.
         data: the training and test images (:class:`PopulationData`).
         recipe: the training recipe shared by every student and both runs.
-        results_path: the JSON-lines file (settings line, then one line per student).
+        results_path: the JSON-lines file (settings line, then one line per student); a teacher cache
+            past :data:`~das.calibrate.teacher_cache.MEMORY_BYTES` is memory-mapped from files made
+            (and at once unlinked) in its folder.
         seed: seeds each student's initial weights, batch order and augmented views.
         teacher_checkpoint: weights for a teacher given as a spec, loaded strictly.
         device: where students (and the teacher, once) run; figures are bit-reproducible on the CPU.
@@ -109,7 +111,7 @@ def train_population(
     results = ResultsFile(results_path, settings if alone else {**settings, "runs": "distilled only"})
     todo = [k for k in students if results.find(key=k) is None]
     if todo:
-        cache = _teacher_cache(teacher, data, recipe, seed, device, log, keep_cache)
+        cache = _teacher_cache(teacher, data, recipe, seed, device, log, keep_cache, Path(results_path).parent)
         with tqdm(total=len(students), initial=len(students) - len(todo), desc="population", unit="student", disable=not progress) as bar:
             for key in todo:
                 results.add(_train_one(students[key], key, cache, data, recipe, seed, device, channels_last, alone))
@@ -125,7 +127,7 @@ _last_cache: tuple[tuple, TeacherCache] | None = None
 
 
 def _teacher_cache(teacher: nn.Module, data: PopulationData, recipe: Recipe, seed: int, device: torch.device | str,
-                   log: Callable[[str], None], keep: bool) -> TeacherCache:
+                   log: Callable[[str], None], keep: bool, spill_dir: Path) -> TeacherCache:
     """The teacher's outputs over every training view: built once, or the last build when it is the same."""
     global _last_cache
     example = data.normalise(data.train.images[:2])
@@ -136,9 +138,10 @@ def _teacher_cache(teacher: nn.Module, data: PopulationData, recipe: Recipe, see
         return _last_cache[1]
     _last_cache = None  # free the old one before building the next
     started = time.perf_counter()
-    cache = build_teacher_cache(teacher.to(device), data, modules, recipe.augment, recipe.views, seed, recipe.map_dtype, device=device)
+    cache = build_teacher_cache(teacher.to(device), data, modules, recipe.augment, recipe.views, seed, recipe.map_dtype, device=device,
+                                spill_dir=spill_dir)
     log(f"teacher cache: {len(cache)} images × {cache.num_views} view(s), logits + {modules or 'no maps'}, "
-        f"{cache.nbytes / 1e6:.1f} MB, built in {time.perf_counter() - started:.1f} s")
+        f"{cache.nbytes / 1e6:.1f} MB {cache.where}, built in {time.perf_counter() - started:.1f} s")
     if keep:
         _last_cache = (identity, cache)
     return cache

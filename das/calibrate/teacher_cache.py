@@ -14,12 +14,30 @@ seeded batch order. Memory is the views (``uint8``) plus the teacher's outputs (
 default; ``float16`` halves the maps to within ~1e-3 relative): ResNet-56's final 64×8×8 map
 is 10,000 × 4,096 × 4 B = 164 MB per 10k images per view (82 MB in float16); caching every
 stage map (``feature_pairs="stages"``: 16×32×32 + 32×16×16 + 64×8×8) is 1.15 GB per 10k.
+
+A cache whose views (when augmented: unaugmented views are the images already in memory),
+logits and maps come to more than :data:`MEMORY_BYTES` (2 GiB) is written to files and memory-mapped instead
+(``torch.from_file``), in ``spill_dir``: the operating system keeps the pages it has room for
+and reads the others back from disk, so 50k CIFAR images with every stage map (5.8 GB) or 224 px
+teacher maps fit a machine with less memory than that. The size is computed before the teacher
+runs (one forward of two images gives every map's shape), the space is reserved on disk up
+front (a full disk is one error then, not a crash part-way), and the files are unlinked as soon
+as they are mapped, so nothing is left behind, even by a killed run. Put ``spill_dir`` on a disk,
+not on a RAM-backed tmpfs (often ``/tmp``), or the spill saves nothing. 2 GiB: the populations
+das measures (5,000 16×16 images with three stage maps: 1.47 GB) stay in memory, where a batch
+is a plain index, while a cache that would take a quarter of an 8 GB machine's memory spills.
+A memory-mapped cache gives the same batches, to the bit, as one in memory.
 """
 
 from __future__ import annotations
 
+import math
+import os
+import shutil
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -32,6 +50,9 @@ from das.features import FeaturePoint, FeatureTap, feature_points, final_point, 
 
 #: The storage types of cached feature maps; logits are always float32 (they are small).
 MAP_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
+#: Largest cache (views, logits and maps) held in memory; a larger one is memory-mapped from files (module docstring).
+MEMORY_BYTES = 2 * 2**30
 
 
 def cached_modules(feature_pairs: str | Sequence[Sequence[str]], teacher_points: Sequence[FeaturePoint]) -> list[str]:
@@ -67,15 +88,28 @@ def augmented_views(images: torch.Tensor, augment: Sequence[str], views: int, se
     per image so every image gets its own crop and flip; the global generator is restored after.
     Without augmentations the one view is the images themselves.
     """
+    if not _check_views(augment, views):
+        return images[None]
+    return _fill_views(images, augment, seed, torch.empty((views, *images.shape), dtype=images.dtype))
+
+
+def _check_views(augment: Sequence[str], views: int) -> tuple[str, ...]:
     names = check_augment(augment)
     if views < 1 or (not names and views != 1):
         raise DasError(f"views={views} must be 1 without augmentation and >= 1 with it (each view is a fixed augmented copy of every image)")
-    if not names:
-        return images[None]
+    return names
+
+
+def _fill_views(images: torch.Tensor, augment: Sequence[str], seed: int, out: torch.Tensor) -> torch.Tensor:
+    """:func:`augmented_views` written into ``out`` (K×N×C×H×W, in memory or mapped), one image at a time."""
+    names, views = check_augment(augment), out.shape[0]
     transform = v2.Compose([AUGMENTATIONS[n](images.shape[-1]) for n in names])
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        return torch.stack([torch.stack([transform(image) for image in images]) for _ in range(views)])
+        for k in range(views):  # view-major, image-minor: the order the draws are taken in
+            for i, image in enumerate(images):
+                out[k, i] = transform(image)
+    return out
 
 
 @dataclass(frozen=True)
@@ -106,14 +140,22 @@ class TeacherCache:
         mean: the normalisation mean applied to a batch's views.
         std: the normalisation std.
         teacher_points: the teacher's feature points, which students pair their maps with.
+        spilled: the folder whose (unlinked) files the tensors are mapped from; None in memory.
     """
 
     def __init__(self, views: torch.Tensor, labels: torch.Tensor, logits: torch.Tensor, maps: dict[str, torch.Tensor],
-                 mean: Sequence[float], std: Sequence[float], teacher_points: Sequence[FeaturePoint]) -> None:
+                 mean: Sequence[float], std: Sequence[float], teacher_points: Sequence[FeaturePoint],
+                 spilled: Path | None = None) -> None:
         self.views, self.labels, self.logits, self.maps = views, labels, logits, maps
         self.teacher_points = list(teacher_points)
         self.mean, self.std = tuple(mean), tuple(std)
         self.normalise = eval_transform(self.mean, self.std)
+        self.spilled = spilled
+
+    @property
+    def where(self) -> str:
+        """``in memory``, or where the memory-mapped files were made."""
+        return f"memory-mapped from files in {self.spilled}" if self.spilled else "in memory"
 
     def __len__(self) -> int:
         return self.views.shape[1]
@@ -167,6 +209,8 @@ def build_teacher_cache(
     map_dtype: str = "float32",
     batch_size: int = 256,
     device: torch.device | str = "cpu",
+    memory_bytes: int = MEMORY_BYTES,
+    spill_dir: str | Path | None = None,
 ) -> TeacherCache:
     """Run the frozen teacher once over every training view and keep what the losses read.
 
@@ -181,26 +225,92 @@ def build_teacher_cache(
         map_dtype: ``float32`` or ``float16``, the storage of the maps.
         batch_size: images per teacher forward.
         device: where the teacher runs; the cache is kept on the CPU.
+        memory_bytes: the largest cache held in memory; a larger one is memory-mapped from
+            files (:data:`MEMORY_BYTES` by default; 0 always maps).
+        spill_dir: where the mapped files are made (on a disk, not a tmpfs); None: the
+            system's temporary folder.
     """
     if map_dtype not in MAP_DTYPES:
         raise DasError(f"map_dtype={map_dtype!r} must be one of {', '.join(MAP_DTYPES)}")
     modules = list(dict.fromkeys(modules))  # several student stages may read one teacher map: cache it once
     validate_module_names(teacher, modules)
-    points = feature_points(teacher, data.normalise(data.train.images[:2]).to(device))
-    stack = augmented_views(data.train.images, augment, views, seed)
+    images = data.train.images
+    augmented = bool(_check_views(augment, views))
+    points = feature_points(teacher, data.normalise(images[:2]).to(device))
     was_training = teacher.training
     teacher.eval()
-    logits: list[torch.Tensor] = []
-    maps: dict[str, list[torch.Tensor]] = {m: [] for m in modules}
     try:
+        k, n = views, len(images)
+        out, tapped = teacher_outputs(teacher, data.normalise(images[:2]).to(device), modules)  # the shapes to allocate
+        # Without augmentation the one view is the images themselves, already in memory: nothing to allocate.
+        shapes = {**({"views": ((k, *images.shape), images.dtype)} if augmented else {}), "logits": ((k, n, *out.shape[1:]), torch.float32),
+                  **{f"map.{m}": ((k, n, *tapped[m].shape[1:]), MAP_DTYPES[map_dtype]) for m in modules}}
+        spill = _spill_folder(shapes, memory_bytes, spill_dir)
+        tensors = _allocate(shapes, spill)
+        stack = _fill_views(images, augment, seed, tensors["views"]) if augmented else images[None]
+        flat_logits = tensors["logits"].flatten(0, 1)
+        flat_maps = {m: tensors[f"map.{m}"].flatten(0, 1) for m in modules}
+        start = 0
         for chunk in stack.flatten(0, 1).split(batch_size):
             out, tapped = teacher_outputs(teacher, data.normalise(chunk).to(device), modules)
-            logits.append(out.float().cpu())
+            flat_logits[start:start + len(chunk)] = out.float().cpu()
             for m in modules:
-                maps[m].append(tapped[m].to("cpu", MAP_DTYPES[map_dtype]).contiguous())
+                flat_maps[m][start:start + len(chunk)] = tapped[m].to("cpu", MAP_DTYPES[map_dtype])
+            start += len(chunk)
     finally:
         teacher.train(was_training)
-    k, n = stack.shape[:2]
-    unflat = lambda parts: torch.cat(parts).unflatten(0, (k, n))  # noqa: E731
-    return TeacherCache(stack, data.train.labels, unflat(logits), {m: unflat(p) for m, p in maps.items()}, data.mean, data.std, points)
+    maps = {m: tensors[f"map.{m}"] for m in modules}
+    return TeacherCache(stack, data.train.labels, tensors["logits"], maps, data.mean, data.std, points, spill)
 
+
+def _spill_folder(shapes: dict[str, tuple[tuple[int, ...], torch.dtype]], memory_bytes: int, spill_dir: str | Path | None) -> Path | None:
+    """None when the cache fits ``memory_bytes``; else the folder its files go in (checked for room)."""
+    if isinstance(memory_bytes, bool) or not isinstance(memory_bytes, int) or memory_bytes < 0:
+        raise DasError(f"memory_bytes={memory_bytes!r} must be a non-negative integer (the largest teacher cache held in memory)")
+    need = sum(math.prod(shape) * dtype.itemsize for shape, dtype in shapes.values())
+    if need <= memory_bytes:
+        return None
+    folder = Path(spill_dir if spill_dir is not None else tempfile.gettempdir()).expanduser().resolve()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(folder).free
+    except OSError as err:
+        raise DasError(f"the teacher cache ({need / 1e9:.2f} GB, over {memory_bytes / 1e9:.2f} GB in memory) must go to files, "
+                       f"but {folder} is not a usable folder ({err}); pass another spill_dir") from None
+    if free < need:
+        raise DasError(f"the teacher cache needs {need / 1e9:.2f} GB of files in {folder}, which has {free / 1e9:.2f} GB free; "
+                       f"free some, pass another spill_dir, or cache fewer images or maps (train_images, map_dtype=float16)")
+    return folder
+
+
+def _allocate(shapes: dict[str, tuple[tuple[int, ...], torch.dtype]], spill: Path | None) -> dict[str, torch.Tensor]:
+    """Empty tensors of ``shapes``: in memory, or each mapped from its own file in ``spill`` (unlinked once mapped)."""
+    if spill is None:
+        return {name: torch.empty(shape, dtype=dtype) for name, (shape, dtype) in shapes.items()}
+    tensors = {}
+    folder = Path(tempfile.mkdtemp(prefix="das-teacher-cache-", dir=spill))
+    try:
+        for name, (shape, dtype) in shapes.items():
+            numel = math.prod(shape)
+            if not numel:
+                tensors[name] = torch.empty(shape, dtype=dtype)
+                continue
+            path = folder / f"{name}.bin"
+            with open(path, "wb") as f:
+                _reserve(f.fileno(), numel * dtype.itemsize, path)
+            tensors[name] = torch.from_file(str(path), shared=True, size=numel, dtype=dtype).view(shape)
+    finally:
+        # The mappings keep the data; the names go now, so no run, however it ends, leaves files behind.
+        shutil.rmtree(folder, ignore_errors=True)
+    return tensors
+
+
+def _reserve(fd: int, size: int, path: Path) -> None:
+    """Give the file its size with its disk blocks allocated, so a full disk fails here rather than on a later write to the mapping."""
+    try:
+        if hasattr(os, "posix_fallocate"):
+            os.posix_fallocate(fd, 0, size)
+        else:
+            os.ftruncate(fd, size)
+    except OSError as err:
+        raise DasError(f"cannot reserve {size / 1e9:.2f} GB for the teacher cache at {path} ({err}); free disk space or pass another spill_dir") from None

@@ -1,8 +1,10 @@
-"""Data for das: in-memory image datasets, the Lightning data module and the probe batches.
+"""Data for das: image datasets in memory or streamed, the Lightning data module and the probe batches.
 
-Datasets are small enough to hold in memory as ``uint8`` tensors (see ``das.data.splits``),
-which keeps splits exact and probe batches cheap and reproducible. Add a dataset by
-registering a loader in :data:`DATASETS` (see ``das.data.datasets``).
+Small datasets are held in memory as ``uint8`` tensors (see ``das.data.splits``), which keeps
+splits exact and probe batches cheap and reproducible. Large ones are streamed: an image folder
+(``das.data.streamed``) or WebDataset shards (``das.data.shards``), indexed once and decoded in
+DataLoader workers. Add a dataset by registering a loader in :data:`DATASETS` (see
+``das.data.datasets``).
 """
 
 from das.data.datamodule import DasDataModule

@@ -11,6 +11,13 @@ silently ignored. Register your own with ``@DATASETS.register("name", mean=..., 
 - ``cifar10``/``cifar100``: torchvision's CIFAR (Krizhevsky 2009) from a local ``root``.
 - ``npz``: ``x`` uint8 N×H×W×C and ``y`` labels in ``.npz`` files (the form of ``shared/data``).
 - ``imagefolder``: ``root/train/<class>/*.png`` and ``root/test`` (or ``root/val``), read eagerly.
+
+Two more are streamed (registered with ``streamed=True``): their loaders return a
+:class:`~das.data.streamed.StreamedSplits` of file indexes, which only the data module reads,
+image by image in its DataLoader workers, so they take any number of images at any size:
+
+- ``folder``: the ``imagefolder`` layout read lazily (:mod:`das.data.streamed`).
+- ``webdataset``: tar shards listed in an ``_info.json`` (:mod:`das.data.shards`).
 """
 
 from __future__ import annotations
@@ -28,7 +35,9 @@ import numpy as np
 import torch
 
 from das.data.splits import DatasetSplits, ImageSplit, resize_images, stratified_split
-from das.data.transforms import check_norm
+from das.data.shards import load_webdataset
+from das.data.streamed import load_folder
+from das.data.transforms import IMAGENET_MEAN, IMAGENET_STD, check_norm
 from das.errors import DasError
 from das.registry import Registry
 
@@ -36,10 +45,6 @@ Loader = Callable[..., DatasetSplits]
 
 DATASETS: Registry[Loader] = Registry("dataset")
 
-# The ImageNet statistics: the public CIFAR-10 teacher checkpoints in shared/ were trained with
-# them, so CIFAR-like data must be normalised the same way for those teachers to see what they learnt.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 # Digits are near-binary strokes, so a symmetric 0.5/0.5 maps them to -1..1.
 HALF = (0.5, 0.5, 0.5)
 
@@ -242,7 +247,7 @@ def load_imagefolder(root: str | Path | None = None, image_size: int | None = No
     """``root/train/<class>/*`` and ``root/test/<class>/*`` (``root/val`` when there is no test).
 
     Read eagerly into memory and resized to ``image_size`` at load, which suits the small sets
-    das searches and distils on; convert large sets to ``npz`` once instead. Classes are the
+    das searches and distils on; ``folder`` reads the same layout lazily, for large sets. Classes are the
     train subfolders (sorted, as torchvision's ImageFolder); the test set may lack some of them.
     """
     from torchvision.datasets.folder import find_classes
@@ -264,6 +269,16 @@ def load_imagefolder(root: str | Path | None = None, image_size: int | None = No
     train = _read_folder(base / "train", class_to_idx, image_size, allow_empty=False)
     test = _read_folder(test_dir, class_to_idx, image_size, allow_empty=True)
     return DatasetSplits("imagefolder", train, test, len(classes), IMAGENET_MEAN, IMAGENET_STD, list(classes))
+
+
+# Streamed: the data module decodes them in its DataLoader workers; load_dataset refuses them.
+DATASETS.add("folder", load_folder, mean=IMAGENET_MEAN, std=IMAGENET_STD, augment=("crop", "flip"), streamed=True)
+DATASETS.add("webdataset", load_webdataset, mean=IMAGENET_MEAN, std=IMAGENET_STD, augment=("crop", "flip"), streamed=True)
+
+
+def is_streamed(name: str) -> bool:
+    """Whether dataset ``name`` is read lazily through DataLoader workers rather than loaded into memory."""
+    return bool(DATASETS.meta(name).get("streamed"))
 
 
 def check_image_size(image_size: int | None) -> None:
@@ -320,6 +335,9 @@ def load_dataset(
     check_image_size(image_size)
     check_norm(mean, std)
     meta = DATASETS.meta(name)
+    if meta.get("streamed"):
+        raise DasError(f"dataset={name} is streamed (read image by image, never loaded whole); use it through DasDataModule "
+                       f"(the data: section of a config), or dataset=imagefolder/npz for a set small enough to hold in memory")
     size = image_size if image_size is not None else meta.get("image_size")
     options = loader_options(name, root=root, **kw)
     if "image_size" in inspect.signature(DATASETS.get(name)).parameters:

@@ -3,6 +3,8 @@
 A proxy ranks architectures by one or two forward/backward passes, so every candidate of a
 study must see exactly the same images: the batches are drawn with their own seeded generator
 (never the global RNG) and seen through the evaluation transform (normalised, not augmented).
+From a streamed dataset only the drawn images are decoded (from shards, the first ones in shard
+order: :meth:`DasDataModule.draw`).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import torch
 from torch import Tensor
 
 from das.data.datamodule import DasDataModule
-from das.data.splits import DatasetSplits, ImageSplit
+from das.data.splits import DatasetSplits
 from das.data.transforms import eval_transform
 from das.errors import DasError
 
@@ -39,24 +41,31 @@ def probe_batches(
     for key, value in (("batch_size", batch_size), ("num_batches", num_batches)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise DasError(f"probe {key}={value!r} must be a positive integer")
-    data, mean, std, name = _source(datamodule_or_splits, split)
     wanted = batch_size * num_batches
-    if wanted > len(data):
-        raise DasError(
-            f"{num_batches} probe batch(es) of {batch_size} need {wanted} images but the {split} split of {name} has {len(data)}; "
-            f"lower the probe batch size or count"
-        )
-    generator = torch.Generator().manual_seed(seed)
-    chosen = torch.randperm(len(data), generator=generator)[:wanted]
-    transform = eval_transform(mean, std)  # the v2 transforms also take a whole N×C×H×W batch
-    return [(transform(data.images[idx]), data.labels[idx]) for idx in chosen.split(batch_size)]
-
-
-def _source(source: DasDataModule | DatasetSplits, split: str) -> tuple[ImageSplit, tuple[float, ...], tuple[float, ...], str]:
+    source = datamodule_or_splits
     if isinstance(source, DasDataModule):
-        return source.subset(split), source.mean, source.std, source.splits.name  # type: ignore[arg-type]
-    if isinstance(source, DatasetSplits):
+        if split not in ("train", "val", "test"):
+            raise DasError(f"split={split!r} is not one of train, val, test")
+        have, name = source.split_size(split), source.hparams.dataset  # type: ignore[arg-type]
+        _check_enough(wanted, have, num_batches, batch_size, split, name)
+        # Only the chosen images are decoded when the data is streamed.
+        chosen = source.subset(split, source.draw(split, wanted, seed))  # type: ignore[arg-type]
+        data, order, mean, std = chosen, torch.arange(wanted), source.mean, source.std
+    elif isinstance(source, DatasetSplits):
         if split not in ("train", "test"):
             raise DasError(f"split={split!r} is not one of train, test (a loaded dataset has no val split; use a DasDataModule)")
-        return getattr(source, split), source.mean, source.std, source.name
-    raise DasError(f"probe_batches needs a DasDataModule or DatasetSplits, got {type(source).__name__}")
+        data, mean, std = getattr(source, split), source.mean, source.std
+        _check_enough(wanted, len(data), num_batches, batch_size, split, source.name)
+        order = torch.randperm(len(data), generator=torch.Generator().manual_seed(seed))[:wanted]
+    else:
+        raise DasError(f"probe_batches needs a DasDataModule or DatasetSplits, got {type(source).__name__}")
+    transform = eval_transform(mean, std)  # the v2 transforms also take a whole N×C×H×W batch
+    return [(transform(data.images[idx]), data.labels[idx]) for idx in order.split(batch_size)]
+
+
+def _check_enough(wanted: int, have: int, num_batches: int, batch_size: int, split: str, name: str) -> None:
+    if wanted > have:
+        raise DasError(
+            f"{num_batches} probe batch(es) of {batch_size} need {wanted} images but the {split} split of {name} has {have}; "
+            f"lower the probe batch size or count"
+        )

@@ -248,7 +248,7 @@ def main(argv: list[str]) -> int:
     try:
         distilled = fit_and_test(model, data, trainer, ckpt_path=cli.resume)
         rank0 = trainer.is_global_zero  # under DDP every rank trains and tests; rank 0 alone writes and reports
-        test_images = min(len(data.subset("test")), tested_batches(trainer, data) * data.hparams.batch_size)
+        test_images = min(data.split_size("test"), tested_batches(trainer, data) * data.hparams.batch_size)
         # The ONNX export's input: values don't shape the graph, but the check wants realistic ones.
         example = torch.randn(2, *data.input_shape, generator=torch.Generator().manual_seed(0))
         student_files = save_student(model, out / "student.pt", example, test_acc=distilled) if rank0 else []

@@ -59,7 +59,7 @@ def train_recorded(module: DistillModule, data: DasDataModule, trainer: L.Traine
     started = time.perf_counter()
     after = fit_and_test(module, data, trainer, ckpt_path=ckpt_path)
     results["test_acc"]["after_training"] = after
-    results["test_images"] = min(len(data.subset("test")), tested_batches(trainer, data) * data.hparams.batch_size)
+    results["test_images"] = min(data.split_size("test"), tested_batches(trainer, data) * data.hparams.batch_size)
     results["epochs"] = trainer.max_epochs
     results["train_seconds"] = round(time.perf_counter() - started, 1)
     return after

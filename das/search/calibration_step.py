@@ -141,7 +141,7 @@ def check_calibration_data(cfg: CalibrateConfig, data: DasDataModule) -> None:
     """Refuse a calibration the loaded data cannot hold (too few validation or training images)."""
     if not cfg.students:
         return
-    train, val = len(data.subset("train")), len(data.subset("val"))
+    train, val = data.split_size("train"), data.split_size("val")
     if val < 2:
         raise DasError(f"calibration ranks its students on the validation split, which has {val} image(s); raise data.val_fraction")
     if cfg.train_images is not None and cfg.train_images > train:
@@ -282,8 +282,10 @@ def _train(specs: list[ArchSpec], results: ResultsFile, population: PopulationDa
     started = time.perf_counter()
     example = population.normalise(population.train.images[:2]).to(device)
     modules = cached_modules(recipe.feature_pairs, feature_points(teacher, example)) if recipe.uses_features else []
-    cache = build_teacher_cache(teacher, population, modules, recipe.augment, recipe.views, seed, recipe.map_dtype, device=device)
-    log(f"calibration: teacher outputs cached for {len(cache)} images in {time.perf_counter() - started:.1f} s")
+    cache = build_teacher_cache(teacher, population, modules, recipe.augment, recipe.views, seed, recipe.map_dtype, device=device,
+                                spill_dir=results.path.parent)  # a cache past MEMORY_BYTES is mapped from (unlinked) files there
+    log(f"calibration: teacher outputs cached for {len(cache)} images ({cache.nbytes / 1e6:.1f} MB {cache.where}) "
+        f"in {time.perf_counter() - started:.1f} s")
     with tqdm(total=len(specs), desc="calibration", unit="student") as bar:
         for spec in specs:
             student = init_student(lambda: spec.build(num_classes), seed)

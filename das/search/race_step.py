@@ -103,7 +103,8 @@ def run_race_step(cfg: RaceConfig, rows: list[dict[str, Any]], *, run_dir: Path,
                 "kind": "das.search.race", "objective": objective}
     example = population.normalise(population.train.images[:2]).to(device)
     modules = cached_modules(recipe.feature_pairs, feature_points(teacher, example)) if recipe.uses_features else []
-    cache = build_teacher_cache(teacher, population, modules, recipe.augment, recipe.views, cfg.seed, recipe.map_dtype, device=device)
+    cache = build_teacher_cache(teacher, population, modules, recipe.augment, recipe.views, cfg.seed, recipe.map_dtype, device=device,
+                                spill_dir=run_dir)  # a cache past MEMORY_BYTES is mapped from (unlinked) files there
     largest = chosen[-1]["arch"] if len(chosen) > cfg.finalists else "among them"
     log(f"race: {len(specs)} finalists ({cfg.finalists} best by {objective}, the largest in budget {largest}), up to "
         f"{cfg.epochs} epoch(s) each on {len(population.train)} training images, judged on {len(population.test)} validation "

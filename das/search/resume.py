@@ -83,7 +83,8 @@ def score_settings(data: DasDataModule, teacher: TeacherConfig, space_name: str,
         "objective": names[0],
         "objectives": names,
         # The probe images: which ones (dataset, split, draw) and how they are seen.
-        "data": {k: h.get(k) for k in ("dataset", "root", "train_file", "image_size", "mean", "std", "val_fraction", "seed")},
+        # (transform: how a streamed dataset's probe images are brought to size; runs from before it had auto)
+        "data": {k: h.get(k) for k in ("dataset", "root", "train_file", "image_size", "mean", "std", "val_fraction", "seed", "transform")},
         # probe.seed also seeds every student's initial weights and the teacher's training.
         "probe": {"batch_size": study.probe_batch_size, "batches": study.probe_batches, "seed": study.seed},
         "budget": {"max_params": budget.max_params, "max_flops": budget.max_flops,

@@ -11,7 +11,6 @@ from typing import Any
 
 from das.calibrate.data import PopulationData
 from das.data import DasDataModule
-from das.data.splits import stratified_split
 from das.errors import DasError
 
 
@@ -35,8 +34,7 @@ def check_short_runs(section: str, cfg: Any, val_fraction: float, what: str) -> 
 
 def population_data(data: DasDataModule, train_images: int | None, seed: int) -> PopulationData:
     """The search's training images (or a stratified subset of ``train_images``), tested on its validation split."""
-    train = data.subset("train")
-    if train_images is not None and train_images < len(train):
-        _, keep = stratified_split(train.labels, train_images / len(train), seed)
-        train = train.subset(keep)
-    return PopulationData(train, data.subset("val"), data.mean, data.std, data.num_classes)
+    keep = None
+    if train_images is not None and train_images < data.split_size("train"):
+        keep = data.stratified("train", train_images, seed)  # only these are decoded from a streamed dataset
+    return PopulationData(data.subset("train", keep), data.subset("val"), data.mean, data.std, data.num_classes)

@@ -77,6 +77,8 @@ def teacher_accuracy(optuna_study: optuna.Study, cfg: TeacherConfig, model: torc
     path = Path(checkpoint)
     teacher_file = f"{path.resolve()}|{path.stat().st_size}|{path.stat().st_mtime_ns}" if path.is_file() else checkpoint
     test_split = {k: data.hparams.get(k) for k in ("dataset", "root", "test_file", "image_size", "mean", "std")}
+    if data.hparams.get("transform", "auto") != "auto":  # stored only when set, so older studies keep their key
+        test_split["transform"] = data.hparams["transform"]
     key = json.dumps([teacher_file, test_split], sort_keys=True)
     cached = optuna_study.user_attrs.get("teacher_test_acc")
     if isinstance(cached, dict) and cached.get("teacher") == key:
@@ -84,5 +86,5 @@ def teacher_accuracy(optuna_study: optuna.Study, cfg: TeacherConfig, model: torc
     else:
         acc = top1_accuracy(model, data.test_dataloader(), device)
         optuna_study.set_user_attr("teacher_test_acc", {"teacher": key, "acc": acc})
-    log(f"teacher: {cfg.spec} {acc:.2f}% top-1 on the {len(data.subset('test'))} held-out test images (the split train.py tests students on)")
+    log(f"teacher: {cfg.spec} {acc:.2f}% top-1 on the {data.split_size('test')} held-out test images (the split train.py tests students on)")
     return acc

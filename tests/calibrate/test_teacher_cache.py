@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from das.calibrate import build_teacher_cache, cached_modules
-from das.calibrate.teacher_cache import augmented_views
+from das.calibrate.teacher_cache import MEMORY_BYTES, augmented_views
 from das.errors import DasError
 
 
@@ -73,3 +73,47 @@ def test_cached_modules_follow_the_feature_pairs(teacher) -> None:
 def test_views_without_augmentation_are_refused(data, teacher) -> None:
     with pytest.raises(DasError, match="views=2"):
         build_teacher_cache(teacher, data, [], views=2)
+
+
+@pytest.mark.parametrize(("augment", "views"), [((), 1), (("crop", "flip"), 2)])
+def test_a_memory_mapped_cache_gives_the_in_memory_batches_to_the_bit(data, teacher, augment, views, tmp_path) -> None:
+    kw = {"augment": augment, "views": views, "seed": 3, "batch_size": 24, "map_dtype": "float16"}
+    memory = build_teacher_cache(teacher, data, ["body"], **kw)
+    mapped = build_teacher_cache(teacher, data, ["body"], memory_bytes=0, spill_dir=tmp_path, **kw)
+    assert memory.spilled is None and mapped.spilled == tmp_path and "memory-mapped" in mapped.where
+    assert list(tmp_path.iterdir()) == []  # the files are unlinked once mapped: nothing is left behind
+    for a, b in ((memory.views, mapped.views), (memory.logits, mapped.logits), (memory.maps["body"], mapped.maps["body"])):
+        assert a.dtype == b.dtype and torch.equal(a, b)
+    for a, b in zip(memory.epoch(16, torch.Generator().manual_seed(1)), mapped.epoch(16, torch.Generator().manual_seed(1)), strict=True):
+        assert torch.equal(a.images, b.images) and torch.equal(a.teacher_logits, b.teacher_logits)
+        assert torch.equal(a.teacher_maps["body"], b.teacher_maps["body"])
+
+
+def test_a_student_trains_the_same_on_a_mapped_cache(data, teacher, students, recipe, tmp_path) -> None:
+    from das.calibrate import train_student
+    from das.calibrate.trainer import init_student
+
+    memory = build_teacher_cache(teacher, data, ["body"])
+    mapped = build_teacher_cache(teacher, data, ["body"], memory_bytes=0, spill_dir=tmp_path)
+    runs = [train_student(init_student(lambda: students[0].build(10), 0), cache, data, recipe, seed=0, distill=True) for cache in (memory, mapped)]
+    assert runs[0].final_digest == runs[1].final_digest and runs[0].acc == runs[1].acc
+
+
+def test_only_a_cache_over_the_limit_is_mapped(data, teacher, tmp_path) -> None:
+    cache = build_teacher_cache(teacher, data, ["body"])
+    size = cache.logits.nbytes + cache.maps["body"].nbytes  # no augmentation: the views are the images already held
+    assert build_teacher_cache(teacher, data, ["body"], memory_bytes=size, spill_dir=tmp_path).spilled is None
+    assert build_teacher_cache(teacher, data, ["body"], memory_bytes=size - 1, spill_dir=tmp_path).spilled == tmp_path
+    assert MEMORY_BYTES == 2 * 2**30
+
+
+def test_a_spill_without_room_is_one_line_before_the_teacher_runs(data, teacher, tmp_path, monkeypatch) -> None:
+    import shutil
+    from collections import namedtuple
+
+    monkeypatch.setattr(shutil, "disk_usage", lambda _: namedtuple("usage", "total used free")(10**9, 10**9, 1000))
+    calls = []
+    teacher.register_forward_hook(lambda *_: calls.append(1))
+    with pytest.raises(DasError, match=rf"needs 0\.\d+ GB of files in {tmp_path}, which has 0\.00 GB free"):
+        build_teacher_cache(teacher, data, ["body"], memory_bytes=0, spill_dir=tmp_path)
+    assert len(calls) <= 2  # the shape probes only (feature points and one output), never the cache's pass

@@ -298,3 +298,22 @@ def test_the_baseline_trains_under_the_distilled_run_s_trainer_settings(tmp_path
     distilled, alone = seen
     assert distilled == alone
     assert distilled["precision"] == "bf16-mixed" and distilled["gradient_clip_val"] == 0.25 and distilled["limit_train_batches"] == 3
+
+
+def test_train_py_streams_an_image_folder_and_stops_at_a_corrupt_image_in_one_line(tmp_path, capsys) -> None:
+    """The lazy folder through the whole command (a worker decodes); a corrupt JPEG is one line, exit 1, no checkpoint."""
+    from tests.data.test_streamed import write_folder
+
+    images = tmp_path / "images"
+    write_folder(images, "train", {"a": 24, "b": 24}, size=(12, 12), fmt="jpg")
+    write_folder(images, "test", {"a": 4, "b": 4}, size=(12, 12), fmt="jpg", seed=1)
+    streamed = [*TINY, "--data.dataset", "folder", "--data.root", str(images), "--data.num_workers", "1", "--data.batch_size", "8"]
+    assert guarded(train.main, [*streamed, "--trainer.default_root_dir", str(tmp_path / "run")]) == 0
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["test_images"] == 8 and (tmp_path / "run" / "student.pt").is_file()
+    bad = images / "train" / "b" / "3.jpg"
+    bad.write_bytes(bad.read_bytes()[:40])  # truncated part-way through the JPEG
+    every_batch = ["--trainer.limit_train_batches", "1.0"]  # the first epoch reads every training image, the bad one too
+    assert guarded(train.main, [*streamed, *every_batch, "--trainer.default_root_dir", str(tmp_path / "broken")]) == USER_ERROR
+    assert f"cannot decode image {bad}" in error_line(capsys.readouterr().err)
+    assert not (tmp_path / "broken" / "checkpoints").exists() and not (tmp_path / "broken" / "results.json").exists()

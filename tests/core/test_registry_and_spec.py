@@ -57,3 +57,20 @@ def test_malformed_specs_are_one_line_errors(text) -> None:
 def test_missing_spec_file_says_to_run_search(tmp_path) -> None:
     with pytest.raises(DasError, match="run search.py first"):
         ArchSpec.load(tmp_path / "nope.json")
+
+
+def test_a_das_error_from_a_dataloader_worker_keeps_its_one_line() -> None:
+    """DataLoader rebuilds a worker's exception from its traceback text; the user still sees one line."""
+    from torch.utils.data import DataLoader, Dataset
+
+    class Refuses(Dataset):
+        def __len__(self) -> int:
+            return 1
+
+        def __getitem__(self, index: int):
+            raise DasError("cannot decode image x.jpg (truncated): replace it")
+
+    with pytest.raises(DasError) as err:
+        next(iter(DataLoader(Refuses(), num_workers=1)))
+    assert str(err.value) == "cannot decode image x.jpg (truncated): replace it"
+    assert str(DasError("Caught in the main process: kept as it is")) == "Caught in the main process: kept as it is"

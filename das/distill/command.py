@@ -111,6 +111,8 @@ class DasCLI(LightningCLI):
             raise DasError(f"trainer.max_epochs={epochs!r} must be an integer >= 1: the epochs each student trains")
         fit_warmup(cfg)
         check_devices(cfg.trainer.accelerator, cfg.trainer.devices)
+        check_precision(cfg.trainer.precision)
+        check_strategy(cfg.trainer.strategy)
         root = run_root(cfg.trainer.default_root_dir, cfg.model.student)
         cfg.trainer.default_root_dir = str(root)
         for logger in _loggers(cfg.trainer.logger):
@@ -196,6 +198,30 @@ def check_devices(accelerator: Any, devices: Any, gpus: int | None = None) -> No
     wanted = devices if isinstance(devices, int) and not isinstance(devices, bool) else (len(devices) if isinstance(devices, list) else None)
     if wanted is not None and wanted > gpus:
         raise DasError(f"trainer.devices={devices} but {gpus} CUDA device(s) are present; give --trainer.devices {gpus} or fewer")
+
+
+#: Lightning precisions das runs: its batches, teacher checks and exports are float32, and "-true"
+#: precisions would cast the networks but not what das feeds them outside the Trainer.
+PRECISIONS = {"32": "32-true", "32-true": "32-true", "bf16": "bf16-mixed", "bf16-mixed": "bf16-mixed",
+              "16": "16-mixed", "16-mixed": "16-mixed"}
+
+
+def check_precision(precision: Any) -> None:
+    """Refuse a precision das does not run (64-true, bf16-true, 16-true, transformer-engine) in one line."""
+    if precision is None or str(precision) in PRECISIONS:
+        return
+    raise DasError(f"trainer.precision={precision} is not supported: das feeds and exports float32 networks; "
+                   "accepted: 32-true (default), bf16-mixed (CPU or GPU autocast), 16-mixed (GPU autocast with a gradient scaler)")
+
+
+def check_strategy(strategy: Any, interactive: bool | None = None) -> None:
+    """Refuse a multi-process strategy that must re-launch the script from an interactive session (a notebook)."""
+    name = strategy if isinstance(strategy, str) else ""
+    if interactive is None:
+        interactive = hasattr(sys, "ps1") or bool(sys.flags.interactive) or "ipykernel" in sys.modules
+    if interactive and name.startswith("ddp") and name not in ("ddp_notebook", "ddp_fork"):
+        raise DasError(f"trainer.strategy={name} starts new processes by re-running the script, which an interactive session "
+                       "(a notebook) cannot do; run train.py from a terminal, or give --trainer.strategy ddp_notebook")
 
 
 def teacher_accuracy(model: DistillModule, data: DasDataModule, trainer: L.Trainer) -> float:

@@ -64,3 +64,34 @@ def test_train_py_refuses_a_missing_gpu_in_one_line(tmp_path) -> None:
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert proc.returncode == 1 and len(errors) == 1 and "no CUDA device is present" in errors[0], proc.stderr
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("precision", ["64-true", 64, "bf16-true", "16-true", "transformer-engine"])
+def test_precisions_das_does_not_run_are_one_line(precision) -> None:
+    from das.distill.command import check_precision
+    from das.errors import DasError
+
+    with pytest.raises(DasError, match=f"trainer.precision={precision} is not supported.*accepted: 32-true"):
+        check_precision(precision)
+    for fine in (None, 32, "32", "32-true", "bf16-mixed", "bf16", "16-mixed", 16):
+        check_precision(fine)
+
+
+def test_ddp_from_a_notebook_is_one_line() -> None:
+    from das.distill.command import check_strategy
+    from das.errors import DasError
+
+    with pytest.raises(DasError, match="trainer.strategy=ddp .*interactive session.*ddp_notebook"):
+        check_strategy("ddp", interactive=True)
+    check_strategy("ddp", interactive=False)  # a script: Lightning re-launches it
+    check_strategy("ddp_notebook", interactive=True)
+    check_strategy("auto", interactive=True)
+
+
+def test_train_py_refuses_double_precision_in_one_line(tmp_path) -> None:
+    proc = subprocess.run([sys.executable, "train.py", *TINY, "--trainer.precision", "64-true", "--trainer.default_root_dir", str(tmp_path / "r")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 1 and len(errors) == 1 and "trainer.precision=64-true" in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "r").exists()

@@ -2,6 +2,12 @@
 
 - KD (Hinton et al., 2015): KL(teacher ‖ student) on logits softened by temperature T, scaled
   by T² so its gradients keep their size as T changes.
+- DKD (Zhao, Cui, Song, Qiu & Liang, "Decoupled Knowledge Distillation", CVPR 2022, Sec. 3 and
+  Fig. 1): KD split at the label ``t`` into TCKD, the KL between the binary distributions
+  ``b = [p_t, 1 − p_t]`` of teacher and student, and NCKD, the KL between their distributions over
+  the non-target classes renormalised to sum to 1. The paper shows ``KD = TCKD + (1 − p_t^T)·NCKD``
+  (``p_t^T`` the teacher's target probability): a confident teacher suppresses NCKD. DKD
+  weights the two freely: ``α·TCKD + β·NCKD``, each at temperature T and scaled by T² as KD is.
 - Cosine feature loss: ``scale · (1 − cos(proj(f_s), f_t))``, the cosine taken over channels at
   each spatial position and averaged; ``proj`` is a learnable 1×1 convolution where the student
   and teacher widths differ. When their spatial sizes differ, the larger map is average-pooled
@@ -21,7 +27,7 @@
 
 The loss registry
 -----------------
-Every loss above is registered in :data:`LOSSES` by name (``ce``, ``kd``, ``cosine``,
+Every loss above is registered in :data:`LOSSES` by name (``ce``, ``kd``, ``dkd``, ``cosine``,
 ``relation``, ``fitnet``, ``bn_l1``) as a :class:`Loss`: a function of plain tensors whose positional
 parameters name the tensors it reads (fields of :class:`LossInputs`) and whose keyword-only
 parameters are its options. Teacher tensors are detached inside every loss, so no gradient
@@ -61,6 +67,48 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
     log_p_s = F.log_softmax(student_logits / temperature, dim=1)
     log_p_t = F.log_softmax(teacher_logits / temperature, dim=1)
     return F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True) * temperature**2
+
+
+def dkd_parts(logits: torch.Tensor, targets: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two distributions DKD compares, as log-probabilities at temperature T.
+
+    Returns ``log b`` (B×2: ``[log p_t, log(1 − p_t)]``) and ``log p̂`` (B×K: the softmax over the
+    non-target classes, with 0 in the label's column, which the caller must leave out of any sum).
+    Both come from log-softmaxes and a log-sum-exp, never from the log of a sum of probabilities,
+    so they stay finite for any finite logits (``1 − p_t`` is never formed from ``p_t``).
+    """
+    is_label = targets[:, None] == torch.arange(logits.shape[1], device=logits.device)  # B×K; a mask, not indexing: no device sync
+    z = logits / temperature
+    log_p = F.log_softmax(z, dim=1)
+    log_p_target = log_p.gather(1, targets[:, None])
+    log_p_rest = torch.logsumexp(log_p.masked_fill(is_label, -math.inf), dim=1, keepdim=True)
+    # The label's column is −∞ in the softmax (so it takes no mass), then 0 in both networks, so it adds
+    # exp(0)·(0 − 0) = 0 to the KL; left at −∞, KL's exp(−∞)·(−∞ − (−∞)) would be NaN.
+    log_p_hat = F.log_softmax(z.masked_fill(is_label, -math.inf), dim=1).masked_fill(is_label, 0.0)
+    return torch.cat([log_p_target, log_p_rest], dim=1), log_p_hat
+
+
+def dkd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor,
+             alpha: float, beta: float, temperature: float) -> torch.Tensor:
+    """Decoupled KD: T² · (α · KL(b^T ‖ b^S) + β · KL(p̂^T ‖ p̂^S)), averaged over the batch.
+
+    ``b = [p_t, 1 − p_t]`` is the probability of the label ``t`` and of the rest; ``p̂`` the
+    distribution over the classes other than ``t``, renormalised. No gradient is blocked here:
+    detach the teacher's logits before calling (the registered ``dkd`` does).
+
+    Raises:
+        DasError: fewer than 2 classes (no non-target class to distil), or shapes that disagree.
+    """
+    if student_logits.ndim != 2 or student_logits.shape != teacher_logits.shape or targets.shape != student_logits.shape[:1]:
+        raise DasError(f"dkd needs B×K student and teacher logits and B labels, got {tuple(student_logits.shape)}, "
+                       f"{tuple(teacher_logits.shape)} and {tuple(targets.shape)}")
+    if student_logits.shape[1] < 2:
+        raise DasError(f"dkd needs at least 2 classes (NCKD compares the non-target ones), got {student_logits.shape[1]}; use ce alone")
+    b_s, hat_s = dkd_parts(student_logits, targets, temperature)
+    b_t, hat_t = dkd_parts(teacher_logits, targets, temperature)
+    tckd = F.kl_div(b_s, b_t, reduction="batchmean", log_target=True)
+    nckd = F.kl_div(hat_s, hat_t, reduction="batchmean", log_target=True)  # the label's column is 0 − 0 in both: adds 0
+    return (alpha * tckd + beta * nckd) * temperature**2
 
 
 def match_spatial(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -241,6 +289,34 @@ def _ce(student_logits: torch.Tensor, targets: torch.Tensor, *, label_smoothing:
 def _kd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, *, temperature: float = 4.0) -> torch.Tensor:
     """Hinton KD, T² · KL(softmax(t/T) ‖ softmax(s/T)), batch mean; T > 0."""
     return kd_loss(student_logits, teacher_logits.detach(), temperature)
+
+
+@register_loss("dkd", ranges={"alpha": Range(0.0), "beta": Range(0.0), "temperature": Range(0.0, include_low=False)})
+def _dkd(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor, *,
+         alpha: float = 1.0, beta: float = 8.0, temperature: float = 4.0) -> torch.Tensor:
+    """Decoupled KD, T² · (α·TCKD + β·NCKD), batch mean; α ≥ 0, β ≥ 0, T > 0.
+
+    The defaults are the paper's CIFAR-100 setting, also the default of the authors' code
+    (α = 1, β = 8, T = 4). Their per-pair CIFAR-100 configs lower β to 2 (ResNet-56 → ResNet-20,
+    ResNet-110 → ResNet-32) or 6 (WRN-40-2 → WRN-16-2 and WRN-40-1, VGG-13 → VGG-8 and
+    MobileNetV2); their ImageNet configs use T = 1 with β = 0.5 (ResNet-34 → ResNet-18) or 2
+    (ResNet-50 → MobileNetV1). With α = β = 1 this is not KD: KD weights NCKD by 1 − p_t^T.
+
+    Deliberate differences from the authors' code (mdistiller, ``mdistiller/distillers/DKD.py``):
+
+    - No warmup. Their distiller multiplies the loss by ``min(epoch / warmup, 1)``, epochs counted
+      from 1 (warmup 20 on CIFAR-100; 1, so no ramp, on ImageNet). A das loss is a function of
+      tensors and knows no epoch; das warms up the learning rate instead
+      (``model.warmup_epochs``), which ramps every term, CE included, not the DKD term alone.
+    - Computed in log space. They take the log of a sum of softmax probabilities for ``b``, which
+      is ``log 0 = −∞`` (an infinite or NaN loss) once the student's target logit leads the
+      others by about 100·T in float32; here ``log(1 − p_t)`` is a log-sum-exp of log-softmaxes.
+      For NCKD they subtract 1000 from the target's tempered logit before a softmax, which
+      leaves it a weight of exp((z_t − z_max)/T − 1000): nothing in float32 unless the target
+      logit leads by nearly 1000·T; here its column is set to −∞, then left out.
+      Where theirs is finite the two agree (to 1e-6 in float64; tests/distill/test_dkd.py).
+    """
+    return dkd_loss(student_logits, teacher_logits.detach(), targets, alpha, beta, temperature)
 
 
 @register_loss("cosine", ranges={"scale": Range(0.0)})

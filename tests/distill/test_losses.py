@@ -60,7 +60,7 @@ def test_projector_only_where_channels_differ() -> None:
 
 
 def test_every_default_loss_is_registered() -> None:
-    assert set(LOSSES.names()) >= {"ce", "kd", "cosine", "relation", "fitnet"}
+    assert set(LOSSES.names()) >= {"ce", "kd", "dkd", "cosine", "relation", "fitnet"}
 
 
 def test_registered_kd_is_zero_for_equal_logits_and_kl_times_t_squared_by_hand() -> None:

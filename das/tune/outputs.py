@@ -131,7 +131,11 @@ def write_tuned_yaml(parser: Any, config: Any, result: TuneResult, tuned_for: di
     cfg.tune.only = False
     cfg.tune.tuned_for = tuned_for
     cfg.ckpt_path = None
-    text = parser.dump(cfg, skip_none=False, skip_check=True)
+    with warnings.catch_warnings():
+        # The spelling every jsonargparse das allows (>=4.27,<5) takes; 4.49 renamed it (skip_unset) and warns.
+        # skip_none=False keeps keys set to null whose default is not (tune.logit_weight: null).
+        warnings.simplefilter("ignore")
+        text = parser.dump(cfg, skip_none=False, skip_check=True)
     accuracy = f"{result.val_acc:.2f}% validation accuracy after {config.tune.epochs} epoch(s)" if result.val_acc is not None else ""
     head = (f"# The recipe train.py's study chose (trial {result.trial}: {accuracy}).\n"
             "# python train.py --config THIS_FILE trains it again without a study (tune.trials 0); train.py refuses it\n"

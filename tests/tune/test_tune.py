@@ -82,7 +82,8 @@ def no_test_split(monkeypatch) -> None:
 
 def test_the_study_writes_every_output_and_the_final_run_trains_its_best_recipe(tmp_path, fitted, capsys, one_thread) -> None:
     run = tmp_path / "run"
-    assert guarded(train.main, [*TINY, *TUNE, "--trainer.default_root_dir", str(run)]) == 0
+    # The temperature is left as model.losses sets it (null): tuned.yaml must say so too.
+    assert guarded(train.main, [*TINY, *TUNE, "--tune.temperature", "null", "--trainer.default_root_dir", str(run)]) == 0
     for name in ("tune/study.journal", "tune/trials.csv", "tune/best.json", "tune/plots/history.png", "tune/plots/importance.png",
                  "tuned.yaml", "results.json", "student.pt"):
         assert (run / name).is_file(), name
@@ -111,10 +112,11 @@ def test_the_study_writes_every_output_and_the_final_run_trains_its_best_recipe(
     again = train.make_cli(["--config", str(run / "tuned.yaml")], instantiate=False).config
     for key in MODEL_KEYS:
         assert plain(again.model[key]) == plain(final[key]), key
-    assert again.tune.trials == 0 and again.tune.tuned_for["student"] == "tests.tinynets:TinyNet"
+    assert again.tune.trials == 0 and again.tune.tuned_for["student"] == "tests.tinynets:TinyNet" and again.tune.temperature is None
+    assert all("temperature" not in t.params and t.user_attrs[RECIPE]["losses"]["kd"]["temperature"] == 4.0 for t in finished)
 
     # Run again, the finished study is read back: no trial is added and the choice is the same.
-    assert guarded(train.main, [*TINY, *TUNE, "--trainer.default_root_dir", str(run), "--tune.only", "true"]) == 0
+    assert guarded(train.main, [*TINY, *TUNE, "--tune.temperature", "null", "--trainer.default_root_dir", str(run), "--tune.only", "true"]) == 0
     assert len(load(run).trials) == len(study.trials)
     assert json.loads((run / "tune" / "best.json").read_text())["trial"] == best.number
 

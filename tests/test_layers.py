@@ -62,6 +62,7 @@ LAYERS: dict[str, int] = {
     "das.prune": WORKFLOWS,
     "das.calibrate": WORKFLOWS,
     "das.search": WORKFLOWS,
+    "das.tune": WORKFLOWS,
     # entry points
     "search": ENTRY,
     "train": ENTRY,
@@ -89,6 +90,8 @@ SIDEWAYS_USES: dict[str, frozenset[str]] = {
     "das.prune": frozenset({"das.distill"}),
     "das.calibrate": frozenset({"das.distill"}),
     "das.search": frozenset({"das.distill", "das.calibrate"}),
+    # train.py's recipe study: short distillations on the population trainer, on a study shared as search.py's is
+    "das.tune": frozenset({"das.distill", "das.calibrate", "das.search"}),
 }
 
 #: Lower packages a package must not import although the layers allow it: the distillation

@@ -57,3 +57,18 @@ def batch(n: int = 8, classes: int = 10, size: int = 8, seed: int = 0) -> tuple[
 def wide_tiny_net(num_classes: int = 10) -> TinyNet:
     """A 16-channel TinyNet, for teachers wider than the default student."""
     return TinyNet(width=16, num_classes=num_classes)
+
+
+class SlowTinyNet(TinyNet):
+    """A TinyNet whose training forward takes at least ``delay`` seconds, so a test can kill a process between its steps."""
+
+    def __init__(self, num_classes: int = 10, delay: float = 0.02) -> None:
+        super().__init__(num_classes=num_classes)
+        self.delay = delay
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            import time
+
+            time.sleep(self.delay)
+        return super().forward(x)

@@ -19,6 +19,7 @@ import inspect
 import json
 import re
 import sys
+import time
 from argparse import ArgumentError
 from itertools import islice
 from pathlib import Path
@@ -125,6 +126,15 @@ class DasCLI(LightningCLI):
         check_writable(root)
         self.resume = resolve_resume(cfg.ckpt_path, root)
 
+    def recipe_model(self, model: DistillModule, data: DasDataModule, trainer: L.Trainer) -> DistillModule | None:
+        """The module the run fits: ``model`` as configured. A subclass may rebuild it with another
+        recipe (train.py's recipe study, das.tune.command), or return None when nothing more is to run."""
+        return model
+
+    def report(self, results: dict[str, Any], seconds: dict[str, float]) -> list[str]:
+        """Add a subclass's entries to ``results`` (results.json) and return the lines to print; ``seconds``: each run's fit and test."""
+        return []
+
     def instantiate_trainer(self, root: str | Path | None = None, resuming: bool | None = None, **kwargs: Any) -> L.Trainer:
         """The configured Trainer, writing its checkpoints and logs under ``root`` (default: the run's root).
 
@@ -171,16 +181,18 @@ def _instantiate(spec: Namespace, **overrides: Any) -> Any:
     return getattr(importlib.import_module(module), name)(**{**args, **overrides})
 
 
-def make_cli(argv: list[str], instantiate: bool = True) -> DasCLI:
-    """Parse ``argv`` (the quickstart config when it names none); ``instantiate=False`` only parses."""
-    cls = DasCLI if instantiate else _ParseOnlyCLI
+def make_cli(argv: list[str], instantiate: bool = True, cli: type[DasCLI] = DasCLI) -> DasCLI:
+    """Parse ``argv`` (the quickstart config when it names none) with ``cli``; ``instantiate=False`` only parses."""
+    cls = cli if instantiate else type(f"ParseOnly{cli.__name__}", (_ParseOnly, cli), {})
     return cls(
         DistillModule, DasDataModule, run=False, seed_everything_default=0, args=with_quickstart(argv, DEFAULT_CONFIG, OWN_RUN_FLAGS),
         parser_kwargs={"exit_on_error": False}, save_config_kwargs={"overwrite": True},
     )
 
 
-class _ParseOnlyCLI(DasCLI):
+class _ParseOnly:
+    """Mixed into a CLI class that only parses: nothing is checked beyond the parser's own, nothing built."""
+
     def before_instantiate_classes(self) -> None:
         pass
 
@@ -259,8 +271,8 @@ def loss_settings(spec: LossSpec) -> dict[str, float]:
             "feature_scale": cosine.weight * cosine.option("scale") if cosine else 0.0}
 
 
-def main(argv: list[str]) -> int:
-    cli = make_cli(argv)
+def main(argv: list[str], cli_class: type[DasCLI] = DasCLI) -> int:
+    cli = make_cli(argv, cli=cli_class)
     model, data, trainer = cli.model, cli.datamodule, cli.trainer
     if cli.config.baseline and model.teacher is not None:
         alone_terms(model.loss_spec)  # refuse now, not after the distilled run, a config the baseline cannot train on
@@ -268,11 +280,17 @@ def main(argv: list[str]) -> int:
     warn_unscored_row(student)
     check_search_shape(student, model.hparams.teacher_checkpoint, data.input_shape, data.hparams.image_size)
     check_models_run(model.student, student, model.teacher, model.hparams.teacher, data.input_shape)
+    model = cli.recipe_model(model, data, trainer)
+    if model is None:
+        return 0
     out = Path(trainer.default_root_dir)
+    seconds: dict[str, float] = {}
     if cli.resume is None and last_checkpoint(out):
         print(f"starting afresh in {out}: its checkpoints will be overwritten (add --ckpt_path last to resume instead)")
     try:
+        started = time.perf_counter()
         distilled = fit_and_test(model, data, trainer, ckpt_path=cli.resume)
+        seconds["distilled"] = time.perf_counter() - started
         rank0 = trainer.is_global_zero  # under DDP every rank trains and tests; rank 0 alone writes and reports
         test_images = min(data.split_size("test"), tested_batches(trainer, data) * data.hparams.batch_size)
         # The ONNX export's input: values don't shape the graph, but the check wants realistic ones.
@@ -292,7 +310,9 @@ def main(argv: list[str]) -> int:
             alone = DistillModule(**{**args, "teacher": None, "teacher_checkpoint": None})
             root = out / BASELINE_DIR
             resume = last_checkpoint(root) if cli.resume else None
+            started = time.perf_counter()
             results["baseline_test_acc"] = fit_and_test(alone, data, cli.instantiate_trainer(root=root, resuming=resume is not None), resume)
+            seconds["baseline"] = time.perf_counter() - started
             if rank0:
                 save_student(alone, root / "student.pt", example, test_acc=results["baseline_test_acc"])
     except KeyboardInterrupt:
@@ -309,6 +329,7 @@ def main(argv: list[str]) -> int:
         comparison = compare(results["teacher_test_acc"], distilled, results["baseline_test_acc"], test_images)
         results.update(comparison.to_dict())
         summary = verdict(comparison, **loss_settings(model.loss_spec), epochs=trainer.max_epochs)
+    extra = cli.report(results, seconds)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
 
     print(f"\nstudent {hp.student} after {trainer.current_epoch} epochs, tested on {test_images} held-out images:")
@@ -325,6 +346,8 @@ def main(argv: list[str]) -> int:
         print(f"  trained alone (same budget): test accuracy {results['baseline_test_acc']:.2f}%  "
               f"(distillation: {results['distillation_gain']:+.2f} points)")
         print(summary)
+    for line in extra:
+        print(line)
     print(f"wrote {', '.join(map(str, student_files))}, {out / 'results.json'}, checkpoints under {out / 'checkpoints'}")
     return 0
 

@@ -1,0 +1,229 @@
+"""The recipe study: an Optuna study in ``RUN/tune/study.journal`` that survives kill -9 and may be shared by several processes.
+
+Storage and sharing are search.py's (das.storage, das.search.study, das.search.locks):
+
+- the journal file is locked with ``flock`` (das.storage), so a process killed while it writes
+  releases the lock with its file descriptors and the next process goes on at once; a trial is in
+  the journal, finished, the moment Optuna is told its result, so a kill at any later point loses
+  nothing finished;
+- each trial is tagged with its process (``host:pid``) the moment it is created
+  (:class:`das.search.study.SearchSampler`); a trial left RUNNING by a process that died is
+  recorded as PRUNED without an outcome (:func:`das.search.study.release_dead_trials`), so it no
+  longer counts and its place is run again;
+- the study is asked for a trial only under an exclusive lock on ``RUN/tune/study.lock`` after
+  counting the finished and running trials, so any number of processes together run exactly
+  ``tune.trials`` (a process that finds the rest running waits for them, and takes over the place
+  of one whose process dies).
+
+A trial counts once it has an outcome: ``complete`` (its validation accuracy after ``tune.epochs``
+is its value), ``pruned`` (stopped by the pruner after an epoch) or ``diverged`` (its loss became
+NaN or infinite; recorded PRUNED so TPE ranks it below every finished trial and it is never
+chosen). A trial that raised, or that Ctrl-C interrupted, has none and is run again by the next
+process. The configured recipe is enqueued as the first trial when the ranges hold it (again if
+its process died), so the default is judged beside the recipes the sampler draws.
+
+A study holding trials is read back only under the settings it was run with
+(:meth:`RecipeStudy.check_settings`): changing a range, the data or the schedule in the same run
+directory is refused, not mixed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from das.calibrate.results import flatten
+from das.errors import DasError
+from das.search.locks import exclusive
+from das.search.study import SearchSampler, release_dead_trials, worker_id
+from das.storage import journal_storage
+from das.tune.config import TuneConfig
+from das.tune.space import RecipeSpace, describe
+from das.tune.trials import ShortRuns
+
+TUNE_DIR = "tune"
+JOURNAL = "study.journal"
+LOCK = "study.lock"
+STUDY_NAME = "recipe"
+#: User attrs of a trial: how it ended (it counts once set), its recipe, its cost, whether it is the configured recipe.
+OUTCOME, RECIPE, SECONDS, CONFIGURED = "outcome", "recipe", "seconds", "configured"
+COMPLETE, PRUNED, DIVERGED = "complete", "pruned", "diverged"
+#: Study user attr prefix: each process's seconds spent caching the teacher's outputs.
+CACHE_SECONDS = "cache_seconds:"
+#: States of a trial that is still to finish.
+PENDING = (TrialState.WAITING, TrialState.RUNNING)
+#: Seconds between looks at the study while other processes run its last trials.
+POLL_S = 0.5
+#: Trials the median pruner lets finish before it compares (Optuna's MedianPruner n_startup_trials).
+PRUNER_STARTUP = 3
+
+
+def counted(trial: FrozenTrial) -> bool:
+    """Whether ``trial`` has finished with an outcome (a released dead process's trial has none)."""
+    outcome = trial.user_attrs.get(OUTCOME)
+    return (trial.state == TrialState.COMPLETE and outcome == COMPLETE) or (trial.state == TrialState.PRUNED and outcome in (PRUNED, DIVERGED))
+
+
+def make_pruner(name: str) -> optuna.pruners.BasePruner:
+    if name == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=PRUNER_STARTUP, n_warmup_steps=0)
+    if name == "halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    return optuna.pruners.NopPruner()
+
+
+def startup_trials(trials: int) -> int:
+    """Random trials before TPE models the results: Optuna's 10, fewer for a short study (a third of it, at least 3)."""
+    return max(3, min(10, trials // 3))
+
+
+@dataclass
+class TuneResult:
+    """What a study chose.
+
+    Attributes:
+        recipe: the ``model`` settings the final run trains with (``losses``, ``feature_pairs``, ``lr``).
+        trial: the best trial's number; None when the study fell back to the configured recipe.
+        val_acc: its validation accuracy (%) after ``tune.epochs``.
+        fallback: why the configured recipe is kept, when it is.
+        counts: finished trials by outcome.
+        seconds: the tuning's cost: every finished trial's training and validation, in every process,
+            plus each process's teacher cache.
+    """
+
+    recipe: dict[str, Any]
+    trial: int | None
+    val_acc: float | None
+    fallback: str | None
+    counts: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"recipe": self.recipe, "trial": self.trial, "val_acc": self.val_acc, "fallback": self.fallback,
+                "trials": self.counts, "seconds": round(self.seconds, 3)}
+
+
+class RecipeStudy:
+    """The study in ``directory`` (``RUN/tune``): opened (or read back) under ``settings``."""
+
+    def __init__(self, directory: Path, cfg: TuneConfig, settings: dict[str, Any]) -> None:
+        self.directory, self.cfg = directory, cfg
+        directory.mkdir(parents=True, exist_ok=True)
+        self.lock = directory / LOCK
+        self.storage = journal_storage(directory / JOURNAL)
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        with exclusive(self.lock):
+            self.study = optuna.create_study(storage=self.storage, study_name=STUDY_NAME, direction="maximize",
+                                             pruner=make_pruner(cfg.pruner), load_if_exists=True)
+            self.check_settings(settings)
+
+    def check_settings(self, settings: dict[str, Any]) -> None:
+        """Refuse a study run with other settings (one line naming each change); remember them for a new one."""
+        now = json.loads(json.dumps(settings))  # the form the journal gives back
+        stored = self.study.user_attrs.get("settings")
+        if stored is not None and stored != now and self.study.get_trials(deepcopy=False):
+            was, new = flatten(stored), flatten(now)
+            changed = sorted(k for k in {*was, *new} if was.get(k) != new.get(k))
+            diff = "; ".join(f"{k}: was {was.get(k)!r}, now {new.get(k)!r}" for k in changed[:4])
+            raise DasError(f"the recipe study in {self.directory} was run with other settings ({diff}); give another "
+                           f"--trainer.default_root_dir, the original settings, or delete {self.directory} to start it afresh")
+        if stored != now:
+            self.study.set_user_attr("settings", now)
+
+    def trials(self) -> list[FrozenTrial]:
+        return self.study.get_trials(deepcopy=False)
+
+    def run(self, space: RecipeSpace, runs: ShortRuns, log: Callable[[str], None] = print,
+            after_trial: Callable[[], None] | None = None) -> None:
+        """Run trials until the study holds ``tune.trials`` finished ones (other processes' included); Ctrl-C propagates.
+
+        The trial it interrupts is recorded PRUNED without an outcome: it does not count, and the
+        next run takes its place.
+        """
+        total = self.cfg.trials
+        configured = space.default_params()
+        waiting = False
+        while True:
+            trial = None
+            with exclusive(self.lock):
+                release_dead_trials(self.study)
+                trials = self.trials()
+                finished = sum(counted(t) for t in trials)
+                running = sum(t.state == TrialState.RUNNING for t in trials)
+                if finished >= total:
+                    break
+                if finished + running < total:
+                    if configured is not None and not any(t.user_attrs.get(CONFIGURED) and (counted(t) or t.state in PENDING) for t in trials):
+                        # First, and again if the process that ran it died: the configured recipe is always judged.
+                        self.study.enqueue_trial(configured, user_attrs={CONFIGURED: True})
+                    # Seeded by the trials made so far: unique to this trial across processes, and the same on a rerun.
+                    tpe = optuna.samplers.TPESampler(seed=self.cfg.seed + len(trials), n_startup_trials=startup_trials(total))
+                    self.study.sampler = SearchSampler(tpe, self.storage)
+                    trial = self.study.ask()
+            if trial is None:
+                if not waiting:
+                    log(f"tune: {finished} of {total} trials finished; waiting for the {running} that other processes are running")
+                    waiting = True
+                time.sleep(POLL_S)
+                continue
+            waiting = False
+            self._run_trial(trial, space, runs, finished + 1, log)
+            if runs.cache_seconds and CACHE_SECONDS + worker_id() not in self.study.user_attrs:
+                self.study.set_user_attr(CACHE_SECONDS + worker_id(), runs.cache_seconds)  # this process's cache, counted once
+            if after_trial is not None:
+                after_trial()
+
+    def _run_trial(self, trial: optuna.Trial, space: RecipeSpace, runs: ShortRuns, position: int, log: Callable[[str], None]) -> None:
+        cfg = self.cfg
+        acc, outcome, epoch = None, COMPLETE, 0
+        try:
+            recipe = space.recipe(space.suggest(trial))
+            trial.set_user_attr(RECIPE, recipe)
+            run = runs.start(recipe)
+            for epoch in range(1, cfg.epochs + 1):
+                run.train_epochs(1)
+                if run.diverged:
+                    outcome = DIVERGED
+                    break
+                acc = run.evaluate()
+                trial.report(acc, epoch)
+                if epoch < cfg.epochs and trial.should_prune():
+                    outcome = PRUNED
+                    break
+        except BaseException as err:  # not counted: the next run takes its place (a DasError or a bug is raised on)
+            if isinstance(err, Exception):
+                trial.set_user_attr("error", f"{type(err).__name__}: {' '.join(str(err).split())[:200]}")
+            self.study.tell(trial, state=TrialState.PRUNED if isinstance(err, KeyboardInterrupt) else TrialState.FAIL)
+            raise
+        trial.set_user_attr(SECONDS, run.seconds)
+        trial.set_user_attr("epochs", epoch)
+        trial.set_user_attr(OUTCOME, outcome)
+        if outcome == COMPLETE:
+            self.study.tell(trial, acc)
+            said = f"{acc:.2f}% validation accuracy after {epoch} epoch(s)"
+        else:
+            self.study.tell(trial, state=TrialState.PRUNED)
+            said = (f"diverged (loss not finite) in epoch {epoch}" if outcome == DIVERGED
+                    else f"pruned after epoch {epoch} ({acc:.2f}%)")
+        log(f"tune: trial {trial.number} ({position} of {cfg.trials}): {said} in {run.seconds:.1f} s; {describe(recipe)}")
+
+    def result(self, configured: dict[str, Any]) -> TuneResult:
+        """The best finished trial's recipe, or ``configured`` with the reason when no trial completed."""
+        trials = [t for t in self.trials() if counted(t)]
+        counts = {o: sum(t.user_attrs[OUTCOME] == o for t in trials) for o in (COMPLETE, PRUNED, DIVERGED)}
+        seconds = sum(float(t.user_attrs.get(SECONDS, 0.0)) for t in trials)
+        seconds += sum(float(v) for k, v in self.study.user_attrs.items() if k.startswith(CACHE_SECONDS))
+        complete = [t for t in trials if t.user_attrs[OUTCOME] == COMPLETE]
+        if not complete:
+            why = (f"every one of the {len(trials)} trials diverged (its loss became NaN or infinite)" if counts[DIVERGED] == len(trials)
+                   else f"none of the {len(trials)} trials completed its {self.cfg.epochs} epochs")
+            return TuneResult(configured, None, None, why, counts, seconds)
+        best = max(complete, key=lambda t: (t.value, -t.number))  # ties: the earlier trial
+        return TuneResult(best.user_attrs[RECIPE], best.number, float(best.value), None, counts, seconds)

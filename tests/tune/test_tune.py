@@ -1,0 +1,277 @@
+"""train.py's recipe study: its outputs, the recipe it hands the final run, resume after a kill, one-line mistakes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+from optuna.trial import TrialState
+
+from das.cli import USER_ERROR, guarded
+from das.data import DasDataModule
+from das.distill import command as distill_command
+from das.distill.losses import LOSSES, LossSpec, register_loss
+from das.errors import DasError
+from das.storage import journal_storage
+from das.tune import command as train
+from das.tune.config import TuneConfig, logit_losses
+from das.tune.study import CONFIGURED, OUTCOME, RECIPE, STUDY_NAME, counted
+
+ROOT = Path(__file__).resolve().parents[2]
+#: A tiny student and teacher on 8×8 digits (as tests/cli/test_train_cli.py), no baseline: seconds per run.
+TINY = [
+    "--model.student", "tests.tinynets:TinyNet", "--model.teacher", "tests.tinynets:wide_tiny_net",
+    "--model.teacher_checkpoint", "null", "--model.input_size", "[3, 8, 8]", "--data.image_size", "8",
+    "--data.batch_size", "32", "--trainer.limit_train_batches", "3", "--trainer.limit_val_batches", "1",
+    "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
+    "--trainer.max_epochs", "2", "--baseline", "false",
+]
+#: Four trials of two epochs on 200 training images (the median pruner may stop the fourth after its first).
+TUNE = ["--tune.trials", "4", "--tune.epochs", "2", "--tune.train_images", "200"]
+#: What a recipe is made of, and every other argument of the module, which the tuned YAML must give back.
+MODEL_KEYS = ("student", "teacher", "teacher_checkpoint", "losses", "feature_pairs", "optimizer", "lr", "momentum", "nesterov",
+              "weight_decay", "betas", "schedule", "warmup_epochs", "milestones", "gamma", "input_size")
+
+
+def load(run: Path) -> optuna.Study:
+    return optuna.load_study(study_name=STUDY_NAME, storage=journal_storage(run / "tune" / "study.journal"))
+
+
+def plain(value: object) -> object:
+    return [plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+@pytest.fixture
+def fitted(monkeypatch) -> list[dict]:
+    """The hyperparameters of every module train.py fits, in order."""
+    seen: list[dict] = []
+    fit = distill_command.fit_and_test
+
+    def spy(module, data, trainer, ckpt_path=None):
+        seen.append(dict(module.hparams))
+        return fit(module, data, trainer, ckpt_path)
+
+    monkeypatch.setattr(distill_command, "fit_and_test", spy)
+    return seen
+
+
+@pytest.fixture
+def no_test_split(monkeypatch) -> None:
+    """Reading the test split fails the test: a trial must never see it."""
+    subset = DasDataModule.subset
+
+    def guarded_subset(self, split, indices=None):
+        assert split != "test", "the recipe study read the test split"
+        return subset(self, split, indices)
+
+    def no_loader(self):
+        raise AssertionError("the recipe study read the test split")
+
+    monkeypatch.setattr(DasDataModule, "subset", guarded_subset)
+    monkeypatch.setattr(DasDataModule, "test_dataloader", no_loader)
+
+
+def test_the_study_writes_every_output_and_the_final_run_trains_its_best_recipe(tmp_path, fitted, capsys, one_thread) -> None:
+    run = tmp_path / "run"
+    # The temperature is left as model.losses sets it (null): tuned.yaml must say so too.
+    assert guarded(train.main, [*TINY, *TUNE, "--tune.temperature", "null", "--trainer.default_root_dir", str(run)]) == 0
+    for name in ("tune/study.journal", "tune/trials.csv", "tune/best.json", "tune/plots/history.png", "tune/plots/importance.png",
+                 "tuned.yaml", "results.json", "student.pt"):
+        assert (run / name).is_file(), name
+    study = load(run)
+    finished = [t for t in study.trials if counted(t)]
+    assert len(finished) == 4 and all(t.user_attrs[OUTCOME] in ("complete", "pruned") for t in finished)
+    # The configured recipe (it lies in the default ranges) is the first trial.
+    first = study.trials[0]
+    assert first.user_attrs.get(CONFIGURED) and first.params["lr_factor"] == 1.0 and first.params["cosine"] == "on"
+    assert first.user_attrs[RECIPE]["losses"] == {"ce": 0.5, "kd": {"weight": 0.5, "temperature": 4.0}, "cosine": {"weight": 1.0, "scale": 1.0}}
+
+    complete = [t for t in finished if t.state == TrialState.COMPLETE]
+    best = max(complete, key=lambda t: (t.value, -t.number))
+    results = json.loads((run / "results.json").read_text())
+    tuned = results["tune"]
+    assert tuned["trial"] == best.number and tuned["val_acc"] == best.value and tuned["fallback"] is None
+    assert tuned["recipe"] == best.user_attrs[RECIPE]
+    assert tuned["seconds"] > 0 and tuned["final_run_seconds"] > 0 and tuned["trials"]["complete"] == len(complete)
+    (final,) = fitted  # the one module fitted is the final run, on the best trial's recipe
+    assert LossSpec.from_config(final["losses"]) == LossSpec.from_config(best.user_attrs[RECIPE]["losses"])
+    assert final["feature_pairs"] == best.user_attrs[RECIPE]["feature_pairs"] and final["lr"] == best.user_attrs[RECIPE]["lr"]
+    rows = (run / "tune" / "trials.csv").read_text().splitlines()
+    assert len(rows) == 5 and rows[0].startswith("trial,outcome,val_acc")
+
+    # tuned.yaml round-trips: train.py --config gives the final run's model, without a study.
+    again = train.make_cli(["--config", str(run / "tuned.yaml")], instantiate=False).config
+    for key in MODEL_KEYS:
+        assert plain(again.model[key]) == plain(final[key]), key
+    assert again.tune.trials == 0 and again.tune.tuned_for["student"] == "tests.tinynets:TinyNet" and again.tune.temperature is None
+    assert all("temperature" not in t.params and t.user_attrs[RECIPE]["losses"]["kd"]["temperature"] == 4.0 for t in finished)
+
+    # Run again, the finished study is read back: no trial is added and the choice is the same.
+    assert guarded(train.main, [*TINY, *TUNE, "--tune.temperature", "null", "--trainer.default_root_dir", str(run), "--tune.only", "true"]) == 0
+    assert len(load(run).trials) == len(study.trials)
+    assert json.loads((run / "tune" / "best.json").read_text())["trial"] == best.number
+
+
+def test_a_killed_trial_is_run_again_finished_ones_are_kept_and_no_trial_reads_the_test_split(tmp_path, no_test_split, one_thread) -> None:
+    run = tmp_path / "run"
+    only = [*TINY, "--trainer.default_root_dir", str(run), "--tune.epochs", "2", "--tune.train_images", "200", "--tune.only", "true"]
+    assert guarded(train.main, [*only, "--tune.trials", "2"]) == 0
+    before = {t.number: (t.params, t.value, t.user_attrs[OUTCOME]) for t in load(run).trials}
+    assert len(before) == 2 and not (run / "results.json").exists()  # tune.only: no final run
+
+    # A process killed in its trial: it left the trial RUNNING, tagged with its (now dead) pid.
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    study = load(run)
+    victim = study.ask()
+    victim.set_user_attr("worker", f"{socket.gethostname()}:{dead.pid}")
+
+    assert guarded(train.main, [*only, "--tune.trials", "4"]) == 0
+    after = load(run).trials
+    assert {t.number: (t.params, t.value, t.user_attrs[OUTCOME]) for t in after if t.number in before} == before
+    lost = after[victim.number]
+    assert lost.state == TrialState.PRUNED and OUTCOME not in lost.user_attrs  # released, not counted
+    assert sum(counted(t) for t in after) == 4
+    assert "lost" in (run / "tune" / "trials.csv").read_text()
+
+
+def test_every_trial_diverging_falls_back_to_the_configured_recipe(tmp_path, fitted, capsys, one_thread) -> None:
+    run = tmp_path / "run"
+    argv = [*TINY, *TUNE, "--tune.trials", "2", "--tune.lr_factor", "[1e30, 1e31]", "--trainer.default_root_dir", str(run)]
+    assert guarded(train.main, argv) == 0
+    out = capsys.readouterr().out
+    assert "every one of the 2 trials diverged" in out and "the configured recipe is kept" in out
+    assert all(t.user_attrs[OUTCOME] == "diverged" for t in load(run).trials)
+    tuned = json.loads((run / "results.json").read_text())["tune"]
+    assert tuned["trial"] is None and tuned["fallback"].startswith("every one of the 2 trials diverged")
+    assert fitted[0]["lr"] == 0.05 and not (run / "tuned.yaml").exists()
+
+
+BAD_TUNE = [
+    (["--tune.trials", "-1"], "tune.trials=-1 must be an integer >= 0"),
+    (["--tune.trials", "2", "--tune.lr_factor", "[4, 0.25]"], "tune.lr_factor=[4, 0.25] is inverted"),
+    (["--tune.trials", "2", "--tune.cosine_scale", "[5, 5]"], "tune.cosine_scale=[5, 5] is an empty range"),
+    (["--tune.trials", "2", "--tune.temperature", "[0, 4]"], "tune.temperature=[0, 4]: both ends must be > 0"),
+    (["--tune.trials", "2", "--tune.logit_weight", "[0.5, 1.0]"], "tune.logit_weight=[0.5, 1]: both ends must be strictly between 0 and 1"),
+    (["--tune.trials", "2", "--tune.logit_losses", "[]"], "tune.logit_losses=[] must be a non-empty list"),
+    (["--tune.trials", "2", "--tune.logit_losses", "[kdd]"], "'kdd' is not a registered loss that reads the teacher's logits: did you mean 'kd'?"),
+    (["--tune.trials", "2", "--tune.logit_losses", "[cosine]"], "'cosine' is not a registered loss that reads the teacher's logits"),
+    (["--tune.trials", "2", "--tune.feature_pairs", "[final, final]"], "names a choice twice"),
+    (["--tune.trials", "2", "--tune.pruner", "medain"], "did you mean 'median'?"),
+    (["--tune.trials", "2", "--data.val_fraction", "0"], "but data.val_fraction=0"),
+    (["--tune.trials", "2", "--model.teacher", "null"], "model.teacher is null"),
+    (["--tune.trials", "2", "--data.val_fraction", "0.001"], "holds out 0 of the 1438 training images"),
+]
+
+
+@pytest.mark.parametrize(("flags", "expected"), BAD_TUNE, ids=[" ".join(f) for f, _ in BAD_TUNE])
+def test_a_bad_tune_setting_is_one_line_exit_1_and_writes_nothing(flags, expected, tmp_path, capsys) -> None:
+    run = tmp_path / "run"
+    code = guarded(train.main, [*TINY, "--tune.epochs", "2", "--trainer.default_root_dir", str(run), *flags])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == USER_ERROR and len(err) == 1 and err[0].startswith("error: ") and expected in err[0], err
+    assert not (run / "tune").exists() and not (run / "results.json").exists()
+
+
+def test_tune_trials_0_is_off_and_nothing_to_tune_is_refused() -> None:
+    assert not TuneConfig().on and TuneConfig(trials=0, lr_factor=[3.0, 1.0]).trials == 0  # off: its ranges are not read
+    with pytest.raises(DasError, match="nothing is tuned"):
+        TuneConfig(trials=3, logit_weight=None, temperature=None, cosine_scale=None, feature_pairs=["stages"], lr_factor=None)
+
+
+def test_any_registered_logit_loss_may_be_a_candidate() -> None:
+    with LOSSES.temporary():
+        @register_loss("logit_test")
+        def _logit_test(student_logits, teacher_logits, *, temperature: float = 2.0):
+            return (student_logits - teacher_logits).pow(2).mean()
+
+        assert {"kd", "logit_test"} <= set(logit_losses()) and "ce" not in logit_losses()
+        assert TuneConfig(trials=2, logit_losses=["kd", "logit_test"]).logit_losses == ["kd", "logit_test"]
+    assert "logit_test" not in logit_losses()
+
+
+def test_a_tuned_recipe_is_refused_for_another_student_or_teacher(tmp_path, capsys) -> None:
+    recipe = tmp_path / "tuned.yaml"
+    recipe.write_text(yaml.safe_dump({"tune": {"tuned_for": {"student": "tests.tinynets:TinyNet", "arch": None,
+                                                             "teacher": "tests.tinynets:wide_tiny_net"}}}))
+    base = [*TINY, "--config", str(recipe), "--trainer.default_root_dir", str(tmp_path / "run")]
+    for flags, expected in ((["--model.student", "tests.tinynets:wide_tiny_net"], "was tuned for student tests.tinynets:TinyNet, not model.student"),
+                            (["--model.teacher", "tests.tinynets:TinyNet"], "was tuned with teacher 'tests.tinynets:wide_tiny_net'")):
+        code = guarded(train.main, [*base, *flags])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == USER_ERROR and len(err) == 1 and expected in err[0], err
+    # A searched student is identified by its architecture, not its path: a rewritten best_arch.json is another student.
+    from das.tune.command import check_tuned_for, tuned_for
+
+    arch = tmp_path / "best_arch.json"
+    cell = "|nor_conv_1x1~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|"
+    arch.write_text(json.dumps({"space": "nb201", "space_args": {"C": 4, "N": 1}, "choices": {"arch": cell}}))
+    recorded = tuned_for(str(arch), "resnet20")
+    check_tuned_for(recorded, str(arch), "resnet20")
+    arch.write_text(json.dumps({"space": "nb201", "space_args": {"C": 4, "N": 1}, "choices": {"arch": cell.replace("nor_conv_1x1", "none")}}))
+    with pytest.raises(DasError, match="was tuned for student"):
+        check_tuned_for(recorded, str(arch), "resnet20")
+
+
+def test_a_study_is_not_resumed_under_other_settings(tmp_path, capsys, one_thread) -> None:
+    run = tmp_path / "run"
+    argv = [*TINY, "--trainer.default_root_dir", str(run), "--tune.trials", "1", "--tune.train_images", "200", "--tune.only", "true"]
+    assert guarded(train.main, [*argv, "--tune.epochs", "1"]) == 0
+    code = guarded(train.main, [*argv, "--tune.epochs", "2"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == USER_ERROR and len(err) == 1 and "was run with other settings (tune.epochs: was 1, now 2)" in err[0], err
+
+
+# --------------------------------------------------------------------------- real processes
+
+
+def start(argv: list[str]) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "train.py", *argv], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finished(run: Path) -> list[optuna.trial.FrozenTrial]:
+    if not (run / "tune" / "study.journal").exists():
+        return []
+    try:
+        return [t for t in load(run).trials if counted(t)]
+    except KeyError:  # not created yet
+        return []
+
+
+def test_kill_9_loses_no_finished_trial_and_two_processes_share_the_rest(tmp_path) -> None:
+    """A run killed mid-study; then a full run and a tune.only process share the rest of the study; the full run trains its best."""
+    run = tmp_path / "run"
+    slow = ["--model.student", "tests.tinynets:SlowTinyNet"]  # 20 ms a training step: the kill lands inside the study
+    argv = [*TINY, *slow, "--trainer.default_root_dir", str(run), "--tune.trials", "8", "--tune.epochs", "2", "--tune.train_images", "200"]
+    killed = start(argv)
+    deadline = time.monotonic() + 120
+    while len(finished(run)) < 2:
+        assert killed.poll() is None, killed.communicate()
+        assert time.monotonic() < deadline, "the study made no progress"
+        time.sleep(0.1)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    kept = {t.number: (t.params, t.value, t.user_attrs[OUTCOME]) for t in finished(run)}
+    assert 2 <= len(kept) < 8
+
+    final, helper = start(argv), start([*argv, "--tune.only", "true"])
+    out, err = final.communicate(timeout=180)
+    assert final.returncode == 0, err
+    _, helper_err = helper.communicate(timeout=180)
+    assert helper.returncode == 0, helper_err
+    done = finished(run)
+    assert len(done) == 8 and {t.number: (t.params, t.value, t.user_attrs[OUTCOME]) for t in done if t.number in kept} == kept
+    workers = {t.user_attrs["worker"] for t in done}
+    assert len(workers) >= 2  # the killed process's trials and the rerun's
+    best = max((t for t in done if t.state == TrialState.COMPLETE), key=lambda t: (t.value, -t.number))
+    assert json.loads((run / "results.json").read_text())["tune"]["trial"] == best.number

@@ -163,7 +163,7 @@ BAD_TUNE = [
     (["--tune.trials", "2", "--tune.temperature", "[0, 4]"], "tune.temperature=[0, 4]: both ends must be > 0"),
     (["--tune.trials", "2", "--tune.logit_weight", "[0.5, 1.0]"], "tune.logit_weight=[0.5, 1]: both ends must be strictly between 0 and 1"),
     (["--tune.trials", "2", "--tune.logit_losses", "[]"], "tune.logit_losses=[] must be a non-empty list"),
-    (["--tune.trials", "2", "--tune.logit_losses", "[kdd]"], "'kdd' is not a registered loss that reads the teacher's logits: did you mean 'kd'?"),
+    (["--tune.trials", "2", "--tune.logit_losses", "[kdd]"], "'kdd' is not a registered loss that reads the teacher's logits: did you mean 'kd'"),
     (["--tune.trials", "2", "--tune.logit_losses", "[cosine]"], "'cosine' is not a registered loss that reads the teacher's logits"),
     (["--tune.trials", "2", "--tune.feature_pairs", "[final, final]"], "names a choice twice"),
     (["--tune.trials", "2", "--tune.pruner", "medain"], "did you mean 'median'?"),

@@ -298,11 +298,11 @@ class DistillModule(L.LightningModule):
     def compute_losses(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, LossValues]:
         """The student's logits and the training objective on one batch: the weighted total and each term's value."""
         x = self._layout(x)
-        logits, s_maps = self._run(self.student, [p.student.module for p in self.pairs], x)
         t_logits, t_maps = None, []
-        if self.teacher is not None:
+        if self.teacher is not None:  # first, so its activations are freed before the student's graph is built
             with torch.no_grad():  # the teacher runs once per batch, frozen, in eval mode
                 t_logits, t_maps = self._run(self.teacher, [p.teacher.module for p in self.pairs], x)
+        logits, s_maps = self._run(self.student, [p.student.module for p in self.pairs], x)
         return logits, self.objective(logits, y, t_logits, s_maps, t_maps, self.projectors, self.student)
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _idx: int) -> torch.Tensor:

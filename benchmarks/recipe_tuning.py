@@ -39,7 +39,8 @@ learning rate up instead; docs/reference.md); and ``tuned``, what ``train.py --t
   (R1); on R2 the study is ``train.py ... --tune.only true`` per student, and its choice
   (``tune/best.json``) is trained on the population trainer as every other R2 run. Reported:
   test accuracy (the mean over students and seeds; the std of the seeds' means), the gain over
-  ``alone`` (same students and seeds), the tuning's cost as a multiple of one final run (the
+  ``alone`` (same students and seeds; alone at ``--lr``, also for ``tuned``, whose own train.py
+  baseline would take the tuned learning rate), the tuning's cost as a multiple of one final run (the
   study's seconds, every trial and each process's teacher cache, over the final run's fit and
   test: results.json's ``tune`` entry on R1, the population trainer's seconds on R2), and the
   goals: R1 tuned ≥ s400 − 0.5 point, R2 tuned ≥ default − 0.3, the cost ≤ 1×.
@@ -452,12 +453,13 @@ class PairRuns:
 
     # ---- train.py (R1's final runs; R2's studies)
 
-    def train_argv(self, unit: Unit, root: Path, recipe: dict[str, Any] | None, tune_only: bool = False) -> list[str]:
-        """train.py's command for ``unit``: the protocol's settings, the recipe's model settings, and the study for ``tuned``."""
+    def train_argv(self, unit: Unit, root: Path, tune_only: bool = False) -> list[str]:
+        """train.py's command for ``unit``: the protocol's settings, the recipe's model settings, and for ``tuned`` the study."""
         p, a = self.p, self.args
         size = p.image_size or 32
-        teacher = recipe is None or RECIPES[unit.recipe].get("teacher", p.teacher) is not None
-        model = model_recipe("default" if recipe is None else unit.recipe, a.lr)
+        tuned = unit.recipe == TUNED
+        teacher = tuned or RECIPES[unit.recipe].get("teacher", p.teacher) is not None
+        model = model_recipe("default" if tuned else unit.recipe, a.lr)
         argv = ["--model.student", unit.student,
                 "--model.teacher", p.teacher if teacher else "null", "--model.teacher_checkpoint", p.teacher_checkpoint if teacher else "null",
                 "--model.losses", json.dumps(model["losses"]), "--model.feature_pairs", model["feature_pairs"], "--model.lr", repr(model["lr"]),
@@ -468,7 +470,7 @@ class PairRuns:
                 "--trainer.max_epochs", str(p.epochs), "--trainer.accelerator", "cpu", "--trainer.devices", "1",
                 "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", str(not a.no_progress).lower(),
                 "--trainer.enable_model_summary", "false", "--seed_everything", str(unit.seed), "--baseline", "false"]
-        if recipe is None:  # the study, from the default recipe (its first trial) over train.py's default ranges
+        if tuned:  # the study, from the default recipe (its first trial) over train.py's default ranges
             argv += ["--tune.trials", str(self.trials), "--tune.epochs", str(a.tune_epochs), "--tune.train_images", str(p.tune_images),
                      "--tune.seed", str(unit.seed), "--tune.logit_losses", json.dumps(self.losses)]
             if tune_only:
@@ -493,7 +495,7 @@ class PairRuns:
     def train_py(self, unit: Unit) -> dict[str, Any]:
         root = self.fresh_root(unit)
         tuned = unit.recipe == TUNED
-        wall = self.call_train_py(self.train_argv(unit, root, None if tuned else RECIPES[unit.recipe]))
+        wall = self.call_train_py(self.train_argv(unit, root))
         results = json.loads((root / "results.json").read_text())
         record = {"test_acc": results["distilled_test_acc"], "seconds": wall, "test_images": results["test_images"]}
         if tuned:
@@ -523,7 +525,7 @@ class PairRuns:
         record: dict[str, Any] = {}
         if unit.recipe == TUNED:
             root = self.work / f"{unit.recipe}-seed{unit.seed}-{student_dir(unit.student)}"
-            wall = self.call_train_py(self.train_argv(unit, root, None, tune_only=True))
+            wall = self.call_train_py(self.train_argv(unit, root, tune_only=True))
             best = json.loads((root / "tune" / "best.json").read_text())
             chosen = best["recipe"]
             record["tune"] = {"recipe": chosen, "val_acc": best["val_acc"], "trial": best["trial"], "trials": best["trials"],
@@ -542,6 +544,10 @@ class PairRuns:
             record["tune"]["final_seconds"] = result.seconds
         return record
 
+    def close(self) -> None:
+        """Free the teacher caches (R2's holds every view: 1.4 GB at full size) once the pair's runs are done."""
+        self._final_cache = self._short = None
+
     # ---- short runs: the study's trials, for fixed recipes
 
     def short_runs(self, seed: int) -> ShortRuns:
@@ -554,7 +560,7 @@ class PairRuns:
         return self._short[1]
 
     def short(self, unit: Unit) -> dict[str, Any]:
-        """``unit.recipe`` trained as a trial of ``unit.epochs`` epochs is (das.tune.trials), judged on the validation split."""
+        """``unit.recipe`` trained as the study's trials are (das.tune.trials) for ``unit.epochs`` epochs, judged on the validation split."""
         runs = self.short_runs(unit.seed)
         chosen = model_recipe(unit.recipe, self.args.lr)
         recipe = dataclasses.replace(runs.recipe(chosen), epochs=unit.epochs,
@@ -826,6 +832,7 @@ def main(argv: Sequence[str]) -> int:
                 print(f"[{name} {i}/{len(todo[name])}] {unit.recipe}, seed {unit.seed}, {unit.kind} ({what}), {unit.student[:70]}", flush=True)
                 runs.run(unit)
                 write()
+            runs.close()
     finally:
         result = write()
     report(result)

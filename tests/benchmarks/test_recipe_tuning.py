@@ -114,7 +114,7 @@ def test_r1_runs_are_cifar10_distills_runs(tmp_path: Path, one_thread) -> None:
     runs = rt.PairRuns(rt.protocols(args, ["R1"])["R1"], args, Path(args.out), 1, ["kd"])
     unit = rt.Unit("final", "default", 0, "resnet20", 1)
     root = runs.fresh_root(unit)
-    runs.call_train_py(runs.train_argv(unit, root, rt.RECIPES["default"]))
+    runs.call_train_py(runs.train_argv(unit, root))
     ours = torch.load(root / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
     theirs = torch.load(tmp_path / "c10" / "res.json.work" / "kd_stage_cosine-seed0" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
     student = [k for k in theirs if k.startswith("student.")]

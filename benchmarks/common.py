@@ -16,8 +16,10 @@ from __future__ import annotations
 import csv
 import json
 import os
+import math
 import statistics
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
+from scipy.stats import spearmanr
 from torch import nn
 
 from das.calibrate.results import ResultsFile, flatten
@@ -43,8 +46,8 @@ from das.report.provenance import code_version, machine_info, now_iso, set_threa
 __all__ = [
     "ACCURACY_COLUMNS", "DISWOT_VARIANTS", "LOGIT_TERMS", "FitTimer", "ResultsFile", "code_version", "diswot_teacher_references",
     "diswot_variant_scores", "flatten", "fmt", "json_safe", "load_average", "machine_info", "now_iso", "parse_list", "print_table",
-    "read_accuracy_csv", "read_results", "runs_file", "sample_rows", "scored_proxies", "set_threads", "spread", "subset_file",
-    "write_json",
+    "read_accuracy_csv", "read_results", "rho", "runs_file", "sample_rows", "scored_proxies", "set_threads", "spread", "spread_order",
+    "subset_file", "write_json",
 ]
 
 
@@ -122,6 +125,28 @@ def spread(values: list[float]) -> dict[str, Any]:
     """Mean and sample standard deviation (None where undefined), with the values."""
     return {"mean": statistics.fmean(values) if values else None,
             "std": statistics.stdev(values) if len(values) > 1 else None, "values": values}
+
+
+def rho(a: Sequence[float], b: Sequence[float]) -> float | None:
+    """Spearman's ρ (None below 3 pairs, where it says nothing, or when a side is constant)."""
+    if len(a) < 3:
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a constant column (every student at chance) has no ρ: None below
+        value = float(spearmanr(a, b).statistic)
+    return value if math.isfinite(value) else None
+
+
+def spread_order(n: int) -> list[int]:
+    """0..n-1 ordered to cover the range early: the middle, then the middles of the two halves, and so on."""
+    order, queue = [], [(0, n - 1)]
+    while queue:
+        lo, hi = queue.pop(0)
+        if lo <= hi:
+            mid = (lo + hi) // 2
+            order.append(mid)
+            queue += [(lo, mid - 1), (mid + 1, hi)]
+    return order
 
 
 # --------------------------------------------------------------------------- CIFAR-10 training inputs

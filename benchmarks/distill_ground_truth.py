@@ -94,12 +94,10 @@ import argparse
 import copy
 import inspect
 import json
-import math
 import os
 import statistics
 import sys
 import time
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -108,9 +106,9 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
-from scipy.stats import spearmanr
 
-from benchmarks.common import code_version, flatten, fmt, machine_info, now_iso, print_table, read_results, set_threads, write_json
+from benchmarks.common import (code_version, flatten, fmt, machine_info, now_iso, print_table, read_results, rho, set_threads, spread_order,
+                               write_json)
 from das.calibrate import PopulationData, Recipe, train_population
 from das.calibrate.trainer import evaluate, weights_digest
 from das.cli import guarded
@@ -309,18 +307,6 @@ def evenly_spaced(k: int, n: int) -> list[int]:
     return sorted({round(i * (k - 1) / (n - 1)) for i in range(n)})
 
 
-def spread_order(n: int) -> list[int]:
-    """0..n-1 ordered to cover the range early: the middle, then the middles of the two halves, and so on."""
-    order, queue = [], [(0, n - 1)]
-    while queue:
-        lo, hi = queue.pop(0)
-        if lo <= hi:
-            mid = (lo + hi) // 2
-            order.append(mid)
-            queue += [(lo, mid - 1), (mid + 1, hi)]
-    return order
-
-
 # --------------------------------------------------------------------------- data, teacher, stages
 
 
@@ -432,16 +418,6 @@ def estimate(stages: list[Stage], train_images: int) -> str | None:
 
 
 # --------------------------------------------------------------------------- summary
-
-
-def rho(a: Sequence[float], b: Sequence[float]) -> float | None:
-    """Spearman's ρ (None below 3 pairs, where it says nothing, or when a side is constant)."""
-    if len(a) < 3:
-        return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # a constant column (every student at chance) has no ρ: None below
-        value = float(spearmanr(a, b).statistic)
-    return value if math.isfinite(value) else None
 
 
 def summarise(out: Path, sample: list[dict[str, Any]], teacher: dict[str, Any] | None) -> dict[str, Any]:

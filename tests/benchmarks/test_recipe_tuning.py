@@ -1,0 +1,220 @@
+"""benchmarks/recipe_tuning.py at tiny size: its runs, resume, refusals, R1's runs equal to cifar10_distill's, the summary's arithmetic."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from benchmarks import cifar10_distill
+from benchmarks import recipe_tuning as rt
+from das.calibrate.trainer import StudentRun
+from das.errors import DasError
+from das.spaces import create_space
+from tests.benchmarks.conftest import ARCHS
+from tests.benchmarks.fakes import save_random_teacher, write_fake_cifar
+
+RECIPES = "default,s400,tuned,alone"  # each pair's goal (R1: tuned vs s400, R2: tuned vs default) and the gains
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> list[str]:
+    """Fake 32×32 CIFAR files, an untrained ResNet-20 as both pairs' teacher, two C=4 NB201 cells as R2's students."""
+    write_fake_cifar(tmp_path / "train.npz", 120)
+    write_fake_cifar(tmp_path / "test.npz", 30, seed=1)
+    save_random_teacher(tmp_path / "teacher.th")
+    space = create_space("nb201", C=4, N=1)
+    (tmp_path / "students.json").write_text(json.dumps({"students": [{"key": space.spec(arch=a).to_json()} for a in ARCHS[3:6]]}))
+    return ["--train-file", str(tmp_path / "train.npz"), "--test-file", str(tmp_path / "test.npz"),
+            "--r1-teacher", "resnet20", "--r1-teacher-checkpoint", str(tmp_path / "teacher.th"),
+            "--r2-teacher", "resnet20", "--r2-teacher-checkpoint", str(tmp_path / "teacher.th"),
+            "--r2-students", str(tmp_path / "students.json"), "--r2-only", "0:2",
+            "--r1-train-images", "40", "--r2-train-images", "40", "--val-images", "20", "--r1-epochs", "1", "--r2-epochs", "1",
+            "--tune-epochs", "1", "--fidelity-epochs", "1,2", "--r1-tune-images", "20", "--r2-tune-images", "20", "--r2-views", "2",
+            "--batch-size", "20", "--warmup-epochs", "0", "--seeds", "0", "--recipes", RECIPES, "--budget", "1", "--no-progress",
+            "--out", str(tmp_path / "out" / "res.json")]
+
+
+def records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()[1:]]
+
+
+def test_runs_summary_resume_and_refusals(tiny: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, one_thread) -> None:
+    out = tmp_path / "out"
+    assert rt.main(tiny) == 0
+    r1, r2 = records(out / "res.R1.runs.jsonl"), records(out / "res.R2.runs.jsonl")
+    assert "expected in all" in capsys.readouterr().out
+    finals = {(r["recipe"], r["student"]) for r in r1 if r["kind"] == "final"}
+    assert finals == {(name, "resnet20") for name in RECIPES.split(",")}
+    shorts = sorted((r["recipe"], r["epochs"]) for r in r1 if r["kind"] == "short")
+    assert shorts == sorted((name, e) for name in ("default", "s400") for e in (1, 2))  # the fidelity recipes asked for
+    assert all(r["val_images"] == 20 and r["train_images_used"] == 20 for r in r1 if r["kind"] == "short")
+    (tuned,) = [r for r in r1 if r.get("recipe") == "tuned"]
+    assert tuned["tune"]["trials"]["complete"] + tuned["tune"]["trials"]["pruned"] == 2  # the budget rule: 1 × 1 × 40 / (1 × 20)
+    assert tuned["tune"]["seconds"] > 0 and tuned["tune"]["final_seconds"] > 0 and tuned["definition"]["tune"]["trials"] == 2
+    students = {r["student"] for r in r2 if r["kind"] == "final"}
+    assert len(students) == 2 and all(json.loads(s)["space"] == "nb201" for s in students)
+    r2_tuned = [r for r in r2 if r.get("recipe") == "tuned"]
+    assert len(r2_tuned) == 2 and all(r["tune"]["recipe"]["losses"] and r["tune"]["final_seconds"] == r["seconds"] for r in r2_tuned)
+
+    summary = json.loads((out / "res.json").read_text())
+    assert summary["complete"] and list(summary["pairs"]) == ["R2", "R1"]  # the cheap pair first, as asked
+    for name, pair in summary["pairs"].items():
+        assert pair["budget"]["trials"] == 2
+        assert set(pair["evidence"]["rows"]) == {"default", "tuned", "alone"} | ({"s400"} if name == "R1" else set())
+        assert pair["evidence"]["goals"]["accuracy"]["n"] == len(pair["students"])
+        assert set(pair["fidelity"]) == {"1", "2"}
+    assert "dkd_beside_kd" in summary["pairs"]["R1"]["evidence"] and set(summary["safe_tune_epochs"]["verdicts"]) == {"1", "2"}
+
+    # A rerun trains nothing and leaves every file as it was.
+    files = {p: p.read_text() for p in out.glob("res.*.runs.jsonl")}
+    monkeypatch.setattr(rt.train_command, "main", lambda argv: pytest.fail("a finished train.py run was run again"))
+    monkeypatch.setattr(StudentRun, "train_epochs", lambda self, n: pytest.fail("a finished run was trained again"))
+    assert rt.main(tiny) == 0
+    assert {p: p.read_text() for p in files} == files
+
+    # A run killed while its line was written: the cut line is dropped and that run alone is trained again.
+    path = out / "res.R2.runs.jsonl"
+    lost = json.loads(files[path].splitlines()[-1])
+    path.write_text(files[path][:-40])
+    monkeypatch.undo()
+    trained: list[int] = []
+    train_epochs = StudentRun.train_epochs
+    monkeypatch.setattr(StudentRun, "train_epochs", lambda self, n: (trained.append(n), train_epochs(self, n))[1])
+    assert rt.main([*tiny, "--pairs", "R2"]) == 0
+    again = records(path)
+    assert trained == [1] and again[-1]["recipe"] == lost["recipe"] and again[-1]["student"] == lost["student"]
+    assert list(json.loads((out / "res.json").read_text())["pairs"]) == ["R2", "R1"]  # a command for one pair still summarises both
+    assert {k: again[-1][k] for k in ("test_acc", "init_digest")} == {k: lost[k] for k in ("test_acc", "init_digest")}  # the same run
+
+    # Other settings, or a recipe made otherwise, are refused in one line.
+    with pytest.raises(DasError, match=r"other settings.*epochs") as err:
+        rt.main([*tiny, "--r1-epochs", "2"])
+    monkeypatch.setitem(rt.RECIPES, "s400", {"losses": {**rt.LOGIT_TERMS, **rt.cosine(300.0)}, "feature_pairs": "stages"})
+    with pytest.raises(DasError, match="s400.*choose another --out") as err2:
+        rt.main(tiny)
+    assert "\n" not in str(err.value) + str(err2.value)
+
+
+def test_r1_runs_are_cifar10_distills_runs(tmp_path: Path, one_thread) -> None:
+    """train.py with the benchmark's R1 command trains the weights cifar10_distill trains on the same settings: one protocol."""
+    write_fake_cifar(tmp_path / "train.npz", 60)
+    write_fake_cifar(tmp_path / "test.npz", 20, seed=1)
+    save_random_teacher(tmp_path / "teacher.th")
+    common = ["--train-file", str(tmp_path / "train.npz"), "--test-file", str(tmp_path / "test.npz"), "--val-images", "20",
+              "--batch-size", "20", "--warmup-epochs", "0"]
+    assert cifar10_distill.main([*common, "--teacher", "resnet20", "--teacher-checkpoint", str(tmp_path / "teacher.th"), "--student", "resnet20",
+                                 "--train-images", "40", "--epochs", "1", "--seeds", "0", "--variants", "kd_stage_cosine", "--threads", "1",
+                                 "--no-progress", "--out", str(tmp_path / "c10" / "res.json")]) == 0
+    args = rt.parse_args([*common, "--r1-teacher", "resnet20", "--r1-teacher-checkpoint", str(tmp_path / "teacher.th"),
+                          "--r1-train-images", "40", "--r1-epochs", "1", "--no-progress", "--out", str(tmp_path / "rt" / "res.json")])
+    runs = rt.PairRuns(rt.protocols(args, ["R1"])["R1"], args, Path(args.out), 1, ["kd"])
+    unit = rt.Unit("final", "default", 0, "resnet20", 1)
+    root = runs.fresh_root(unit)
+    runs.call_train_py(runs.train_argv(unit, root))
+    ours = torch.load(root / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    theirs = torch.load(tmp_path / "c10" / "res.json.work" / "kd_stage_cosine-seed0" / "checkpoints" / "last.ckpt", weights_only=False)["state_dict"]
+    student = [k for k in theirs if k.startswith("student.")]
+    assert student and all(torch.equal(ours[k], theirs[k]) for k in student)
+
+
+# --------------------------------------------------------------------------- the summary, by hand
+
+
+def final(recipe: str, seed: int, acc: float, student: str = "s", **extra) -> dict:
+    return {"kind": "final", "recipe": recipe, "seed": seed, "student": student, "epochs": 15, "test_acc": acc, "seconds": 10.0, **extra}
+
+
+def short(recipe: str, seed: int, epochs: int, acc: float, student: str = "s") -> dict:
+    return {"kind": "short", "recipe": recipe, "seed": seed, "student": student, "epochs": epochs, "val_acc": acc, "seconds": 1.0}
+
+
+def tune(seconds: float, final_seconds: float) -> dict:
+    return {"tune": {"seconds": seconds, "final_seconds": final_seconds, "recipe": {"lr": 0.1}, "val_acc": 50.0, "trials": {"complete": 3},
+                     "fallback": None}}
+
+
+def test_evidence_arithmetic_by_hand() -> None:
+    recs = [final("alone", 0, 70.0), final("alone", 1, 71.0), final("s400", 0, 80.0), final("s400", 1, 81.0),
+            final("tuned", 0, 79.8, **tune(100.0, 200.0)), final("tuned", 1, 80.2, **tune(300.0, 200.0)),
+            final("kd", 0, 74.0), final("kd", 1, 75.0), final("dkd_b8", 0, 75.5), final("dkd_b8", 1, 74.5), final("dkd_b2", 0, 76.0)]
+    ev = rt.evidence_summary(recs, "R1")
+    assert ev["rows"]["s400"]["gain_over_alone"] == pytest.approx(10.0)
+    tuned = ev["rows"]["tuned"]
+    assert tuned["test_acc"]["mean"] == pytest.approx(80.0) and tuned["gain_over_alone"] == pytest.approx(9.5)
+    assert tuned["test_acc"]["std"] == pytest.approx(math.sqrt(0.08))  # the sample std of 79.8 and 80.2
+    assert ev["rows"]["alone"]["gain_over_alone"] == 0.0 and "default" not in ev["rows"]  # a recipe without runs has no row
+    goal = ev["goals"]["accuracy"]
+    assert goal["difference"] == pytest.approx(-0.5) and goal["n"] == 2 and goal["met"]  # 80.0 vs 80.5: exactly at the tolerance
+    assert ev["tuning"]["cost_in_final_runs"]["values"] == pytest.approx([0.5, 1.5])
+    assert ev["goals"]["cost"]["mean"] == pytest.approx(1.0) and ev["goals"]["cost"]["met"] and ev["tuning"]["cost_in_final_runs"]["max"] == 1.5
+    assert ev["tuning"]["seconds"] == {"tuning": 400.0, "final_runs": 400.0}
+    assert ev["dkd_beside_kd"]["dkd_b8"]["difference"] == pytest.approx(0.5)  # +1.5 and -0.5
+    assert ev["dkd_beside_kd"]["dkd_b2"]["difference"] == pytest.approx(2.0) and ev["dkd_beside_kd"]["dkd_b2"]["n"] == 1  # seed 0 only
+
+    # R2: means over students; the goal on the cells both recipes hold; a miss by more than 0.3 fails.
+    recs2 = [final("alone", 0, 40.0, "a"), final("alone", 0, 50.0, "b"), final("default", 0, 42.0, "a"), final("default", 0, 52.0, "b"),
+             final("tuned", 0, 41.0, "a", **tune(30.0, 10.0)), final("tuned", 0, 52.5, "b", **tune(10.0, 10.0)), final("default", 1, 60.0, "a")]
+    ev2 = rt.evidence_summary(recs2, "R2")
+    assert ev2["rows"]["default"]["test_acc"]["per_seed"] == {"0": 47.0, "1": 60.0} and ev2["rows"]["default"]["gain_over_alone"] == 2.0
+    assert ev2["goals"]["accuracy"]["difference"] == pytest.approx(-0.25) and ev2["goals"]["accuracy"]["met"]
+    assert ev2["goals"]["cost"]["mean"] == pytest.approx(2.0) and not ev2["goals"]["cost"]["met"]
+    assert "dkd_beside_kd" not in ev2
+    recs2[4] = final("tuned", 0, 40.0, "a", **tune(30.0, 10.0))
+    assert rt.evidence_summary(recs2, "R2")["goals"]["accuracy"]["met"] is False  # -0.75
+
+
+def test_fidelity_rho_regret_and_the_safe_rule_by_hand() -> None:
+    names = ["w", "x", "y", "z"]
+    full = {"w": 10.0, "x": 30.0, "y": 20.0, "z": 40.0}
+    recs = [final(n, 0, v) for n, v in full.items()]
+    recs += [short(n, 0, 1, v) for n, v in zip(names, [1.0, 2.0, 3.0, 4.0])]  # ranks 1 2 3 4 against 1 3 2 4: ρ = 1 - 6·2/60 = 0.8
+    recs += [short(n, 0, 3, v) for n, v in zip(names, [4.0, 3.0, 2.0, 1.0])]  # reversed: ρ = -0.8; picks w, 30 points below z
+    recs += [short("z", 1, 1, 99.0), final("z", 1, 1.0)]  # seed 1 is not a fidelity seed here: ignored
+    fid = rt.fidelity_summary(recs, names, [1, 3, 5], [0], tolerance=0.5)
+    assert fid["1"]["rho"] == pytest.approx(0.8) and fid["1"]["best_short"] == "z" and fid["1"]["regret"] == 0.0 and fid["1"]["safe"]
+    assert fid["3"]["rho"] == pytest.approx(-0.8) and fid["3"]["best_short"] == "w" and fid["3"]["regret"] == 30.0 and not fid["3"]["safe"]
+    assert fid["5"]["cells"] == 0 and fid["5"]["rho"] is None and fid["5"]["safe"] is None
+    assert fid["1"]["recipes"]["x"] == {"short_val_acc": 2.0, "full_test_acc": 30.0}
+
+    # Means over the cells every compared recipe holds; a recipe that would leave none in common is left out.
+    two = [final("w", 0, 10.0, "a"), final("w", 0, 20.0, "b"), short("w", 0, 1, 1.0, "a"), short("w", 0, 1, 3.0, "b"),
+           final("x", 0, 30.0, "a"), final("x", 0, 40.0, "b"), short("x", 0, 1, 5.0, "a"), short("x", 0, 1, 7.0, "b"),
+           final("y", 0, 5.0, "c"), short("y", 0, 1, 9.0, "c")]
+    f2 = rt.fidelity_summary(two, ["w", "x", "y"], [1], [0], tolerance=0.3)["1"]
+    assert f2["left_out"] == ["y"] and f2["cells"] == 2 and f2["recipes"]["w"] == {"short_val_acc": 2.0, "full_test_acc": 15.0}
+    assert f2["rho"] is None and f2["safe"] is None  # two recipes: no ρ, no verdict
+
+    verdicts = rt.safe_epochs({"R1": fid, "R2": {"1": {"safe": True}, "3": {"safe": True}}}, [1, 3, 5])
+    assert verdicts == {"1": True, "3": False, "5": None}
+
+
+def test_budget_rule() -> None:
+    assert rt.trials_by_rule(15, 10_000, 3, 2_500, 0.75) == 15  # R1's defaults
+    assert rt.trials_by_rule(10, 5_000, 3, 1_250, 0.75) == 10  # R2's
+    assert rt.trials_by_rule(1, 40, 1, 1_000, 1.0) == 1  # a subset larger than the training set is all of it
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--parts", "evidence,bogus"], "--parts: unknown"),
+    (["--pairs", "R3"], "--pairs: unknown"),
+    (["--recipes", "default,dkd"], "--recipes: unknown"),
+    (["--seeds", "0,0"], "--seeds"),
+    (["--fidelity-epochs", "0,3"], "--fidelity-epochs"),
+    (["--logit-losses", "kd,cosine"], "not registered logit losses"),
+    (["--r2-only", "5:3"], "--r2-only"),
+    (["--budget", "0"], "--budget"),
+    (["--trials", "0"], "--trials 0"),
+    (["--val-images", "0"], "--val-images 0"),
+    (["--r1-tune-images", "1"], "--r1-tune-images 1"),
+    (["--r1-teacher-checkpoint", "missing.th"], "--r1-teacher-checkpoint missing.th not found"),
+    (["--budget", "0.01"], "the budget rule gives R2 no trial"),
+])
+def test_bad_arguments_are_one_line(tiny: list[str], flags: list[str], message: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rt, "PairRuns", lambda *a, **k: pytest.fail("data were read before the arguments were checked"))
+    with pytest.raises(DasError, match=message) as err:
+        rt.main([*tiny, *flags])
+    assert "\n" not in str(err.value)

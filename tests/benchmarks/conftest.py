@@ -22,6 +22,14 @@ from das.spaces import create_space
 from das.stats import count_flops, count_params
 from tests.benchmarks.fakes import write_fake_cifar
 
+@pytest.fixture(autouse=True)
+def _restore_threads() -> Iterator[None]:
+    """Benchmarks set torch's thread count (``--threads``); put it back so other tests keep theirs."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 # (1x1 convs, 3x3 convs) = (0,0) (1,0) (2,0) (0,1) (1,1) (0,3): six different parameter counts.
 ARCHS = [
     "|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|",

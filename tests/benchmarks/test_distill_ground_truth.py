@@ -16,13 +16,6 @@ from tests.benchmarks.fakes import save_random_teacher, write_fake_cifar
 from das.spaces import create_space
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def tiny(tmp_path: Path) -> list[str]:
     """A 96-image train / 60-image test npz pair and an untrained ResNet-20 saved as "the teacher"."""

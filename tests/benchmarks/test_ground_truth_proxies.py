@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from scipy import stats
 
 from benchmarks import ground_truth_proxies as gtp
@@ -25,13 +24,6 @@ SPACE_ARGS = {"C": 2, "N": 1}
 # Made-up accuracies, not monotone in size, so every correlation is neither 1 nor undefined.
 DISTILLED = [61.0, 74.0, 66.5, 80.0, 70.0]
 GAINS = [2.0, -1.0, 3.5, 0.5, 4.0]
-
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 def write_summary(path: Path, students: list[dict], settings: dict, population: str = "nb201") -> Path:

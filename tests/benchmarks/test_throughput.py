@@ -12,13 +12,6 @@ from das.distill.module import DistillModule
 from das.errors import DasError
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_the_plain_floor_computes_das_s_objective() -> None:
     torch.manual_seed(0)
     module = DistillModule("resnet20", teacher="resnet32", num_classes=10, input_size=(3, 16, 16))

@@ -31,13 +31,6 @@ def torchdistill_python() -> str | None:
     return None
 
 
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def files(tmp_path: Path) -> dict[str, Path]:
     return {"train": write_fake_cifar(tmp_path / "train.npz", 40), "test": write_fake_cifar(tmp_path / "test.npz", 20, seed=1),

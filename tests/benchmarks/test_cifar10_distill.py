@@ -68,3 +68,17 @@ def test_runs_resume_refuse_and_summary(tiny: list[str], tmp_path: Path, monkeyp
 def test_bad_variant_lists_the_known_ones(tiny: list[str]) -> None:
     with pytest.raises(DasError, match="kd_cosine"):
         cifar10_distill.main([*tiny, "--variants", "kd,relation"])
+
+
+def test_every_feature_variant_names_its_pairing() -> None:
+    """The table's rows were measured under one pairing each; a row that leaves it to DistillModule's
+    default would record another pairing's results under its label whenever that default moves."""
+    from das.distill import LOSSES
+
+    feature_terms = {name for name in LOSSES.names() if any("features" in need for need in LOSSES.get(name).needs)}
+    assert feature_terms >= {"cosine", "relation"}
+    for name, changes in cifar10_distill.VARIANTS.items():
+        if feature_terms & set(changes.get("losses", {})):
+            assert changes.get("feature_pairs") in ("final", "stages"), name
+    assert cifar10_distill.VARIANTS["kd_cosine_s400"]["feature_pairs"] == "final"
+    assert cifar10_distill.VARIANTS["kd_stage_cosine_s400"]["feature_pairs"] == "stages"

@@ -264,3 +264,29 @@ def test_compile_is_the_same_step_and_keeps_the_modules_and_their_keys(tmp_path)
     assert list(fast.state_dict()) == list(eager.state_dict())  # no "_orig_mod." keys
     for (name, a), b in zip(eager.student.state_dict().items(), fast.student.state_dict().values()):
         assert torch.allclose(a, b, atol=1e-4), name
+
+
+def test_compiled_forwards_follow_masks_applied_or_replaced_after_they_compiled() -> None:
+    """A compiled student keeps no stale weights: masks applied after its first compiled step, and a mask
+    replaced in place later (apply_masks sets the buffer), give eager's losses on the masked student."""
+    from das.nets.masks import apply_masks
+    from das.nets.weights import prunable_weights
+
+    losses = {"ce": 0.5, "kd": 0.5, "cosine": 1.0}
+    modules = {}
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        modules[compiled] = DistillModule(student=TEACHER, teacher=TEACHER, input_size=(3, 8, 8), feature_pairs="final",
+                                          losses=losses, compile=compiled, schedule="constant")
+    eager, fast = modules[False], modules[True]
+    x, y = batch(n=8, size=8)
+    before = fast.compute_losses(x, y)[0]  # compiles the dense student
+    assert len(fast._compiled) == 2
+    g = torch.Generator().manual_seed(1)
+    for round_ in range(2):  # round 0 registers the masks, round 1 replaces them
+        masks = {name: torch.rand(w.shape, generator=g) < 0.5 for name, w in prunable_weights(eager.student).items()}
+        for module in modules.values():
+            apply_masks(module.student, masks)
+        le, lf = eager.compute_losses(x, y)[0], fast.compute_losses(x, y)[0]
+        assert torch.allclose(le, lf, atol=1e-5), round_
+    assert not torch.allclose(before, lf, atol=1e-3)  # the masks changed the loss, so equality above means something

@@ -32,6 +32,21 @@ def test_the_plain_floor_of_a_logits_only_objective_hooks_nothing() -> None:
     assert loss(x, y).item() == pytest.approx(tp.das_loss(module)(x, y).item(), rel=1e-5)
 
 
+def test_the_compiled_plain_floor_still_sees_its_feature_maps() -> None:
+    """--compile on: the floor runs the same compiled forwards as das (module.forward_of) and its hooks on the
+    paired modules still fire, so its loss is das's, cosine term included (wrapping the modules broke this once)."""
+    torch.manual_seed(0)
+    tiny = "tests.tinynets:TinyNet"
+    module = DistillModule(tiny, teacher=tiny, num_classes=10, input_size=(3, 8, 8), feature_pairs="final", compile=True)
+    module.train()
+    x, y = torch.randn(6, 3, 8, 8), torch.arange(6)
+    with_features = tp.plain_loss(module)(x, y)
+    assert len(module._compiled) == 2
+    assert with_features.item() == pytest.approx(tp.das_loss(module)(x, y).item(), rel=1e-5)
+    logits_only = tp.plain_loss(module, cosine=0.0)(x, y)
+    assert with_features.item() - logits_only.item() > 1e-4  # the cosine term was computed from captured maps
+
+
 def test_a_tiny_run_writes_every_figure(tmp_path) -> None:
     out = tmp_path / "tp.json"
     assert tp.main(["--cases", "a", "--amp", "off,bf16", "--steps", "1", "--warmup", "0", "--archs", "1", "--batch", "4",

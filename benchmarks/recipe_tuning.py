@@ -52,6 +52,14 @@ learning rate up instead; docs/reference.md); and ``tuned``, what ``train.py --t
   students and seeds) and the regret, the full-schedule points lost by taking the short
   schedule's best.
 
+**The switching guard, replayed** (docs/decisions.md, fixed before any R1 run): each tuned run's
+study is read again under ``tune.switch_z`` 1.645 (its configured trial's accuracy from the record,
+or, for records made before train.py reported it, from the study's ``trials.csv`` in the work
+folder); a run the guard keeps on the configured recipe takes the ``default`` run's test accuracy
+for the same student and seed, which is the same training (``premise`` checks it on the runs whose
+study chose the configured recipe itself). Row ``tuned_guarded``, ``evidence.guard`` per pair, and
+``switch_guard``: whether the rule makes the guard train.py's default.
+
 **The tuning budget rule**: ``N = floor(budget × E × I / (E_t × I_t))`` trials (``--budget``
 0.75), so the trials train on at most ``budget`` × the image passes of one final run (E epochs
 on I images). The rule leaves out the trials' validation passes and teacher cache (the
@@ -84,6 +92,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import csv
 import dataclasses
 import hashlib
 import json
@@ -118,6 +127,7 @@ from das.paths import shared_data_dir
 from das.report.inputs import require_file
 from das.tune import command as train_command
 from das.tune.config import TuneConfig, logit_losses
+from das.tune.study import switch_margin
 from das.tune.trials import CHANNELS_LAST, ShortRuns, short_schedule
 
 BENCHMARK = "recipe_tuning"
@@ -156,6 +166,9 @@ RECIPES: dict[str, dict[str, Any]] = {
     "dkd_b2": {"losses": dkd(2.0)},  # the authors' ResNet-56 → ResNet-20 config: β 2
 }
 TUNED = "tuned"
+#: The tuned runs replayed under the switching guard (docs/decisions.md): the configured recipe unless the best trial
+#: beats it by more than GUARD_Z standard errors; it becomes train.py's default if it costs no pair more than GUARD_COST.
+GUARDED, GUARD_Z, GUARD_COST = "tuned_guarded", 1.645, 0.3
 #: The recipes of the evidence part, in the order they train (the comparison of the goal first).
 EVIDENCE = {"R1": ("default", "s400", TUNED, "alone", "kd", "dkd_b8", "dkd_b2"), "R2": ("default", TUNED, "alone")}
 #: The fixed recipes of the fidelity part: the tuner's dimensions (cosine scale 0/1/25/400, pairing, KD temperature, the
@@ -381,6 +394,11 @@ def model_recipe(recipe: str, lr: float) -> dict[str, Any]:
             "lr": lr * r.get("lr_factor", 1.0)}
 
 
+def work_dir(out: Path) -> Path:
+    """train.py's run directories and the data subsets: ``OUT.json.work/``."""
+    return out.with_name(out.name + ".work")
+
+
 def student_dir(student: str) -> str:
     """A short, stable folder name for a student spec."""
     return student if student.isidentifier() else hashlib.sha256(student.encode()).hexdigest()[:10]
@@ -394,7 +412,7 @@ class PairRuns:
 
     def __init__(self, p: Protocol, args: argparse.Namespace, out: Path, trials: int, losses: list[str]) -> None:
         self.p, self.args, self.trials, self.losses = p, args, trials, losses
-        self.work = out.with_name(out.name + ".work") / p.name
+        self.work = work_dir(out) / p.name
         self.work.mkdir(parents=True, exist_ok=True)
         pool = p.train_images + args.val_images
         data_dir = out.with_name(out.name + ".work") / "data"
@@ -501,7 +519,9 @@ class PairRuns:
         if tuned:
             t = results["tune"]
             record["tune"] = {"recipe": t["recipe"], "val_acc": t["val_acc"], "trial": t["trial"], "trials": t["trials"],
-                              "fallback": t["fallback"], "seconds": t["seconds"], "final_seconds": t["final_run_seconds"]}
+                              "fallback": t["fallback"], "seconds": t["seconds"], "final_seconds": t["final_run_seconds"],
+                              "configured_trial": t.get("configured_trial"), "configured_val_acc": t.get("configured_val_acc"),
+                              "val_images": t.get("val_images")}
         return record
 
     # ---- the population trainer (R2's final runs)
@@ -529,7 +549,9 @@ class PairRuns:
             best = json.loads((root / "tune" / "best.json").read_text())
             chosen = best["recipe"]
             record["tune"] = {"recipe": chosen, "val_acc": best["val_acc"], "trial": best["trial"], "trials": best["trials"],
-                              "fallback": best["fallback"], "seconds": best["seconds"], "wall_seconds": wall}
+                              "fallback": best["fallback"], "seconds": best["seconds"], "wall_seconds": wall,
+                              "configured_trial": best.get("configured_trial"), "configured_val_acc": best.get("configured_val_acc"),
+                              "val_images": best.get("val_images")}
         else:
             chosen = model_recipe("default" if unit.recipe == "alone" else unit.recipe, a.lr)
         recipe = Recipe(epochs=p.epochs, batch_size=a.batch_size, losses=chosen["losses"], feature_pairs=chosen["feature_pairs"],
@@ -658,9 +680,53 @@ def difference(records: list[dict[str, Any]], a: str, b: str) -> dict[str, Any]:
             b: statistics.fmean(cb[k]["test_acc"] for k in common) if common else None}
 
 
-def evidence_summary(records: list[dict[str, Any]], pair: str) -> dict[str, Any]:
+def configured_trial(record: dict[str, Any], study_dir: Path, val_images: int) -> tuple[int | None, float | None, int]:
+    """A tuned run's configured-recipe trial: its number, its validation accuracy and the images it was judged on.
+
+    From the record; for a record made before the study reported them, from the study's
+    ``trials.csv`` in the work folder (Nones when that is gone).
+    """
+    t = record["tune"]
+    if t.get("configured_val_acc") is not None:
+        return t["configured_trial"], float(t["configured_val_acc"]), int(t["val_images"])
+    path = study_dir / "trials.csv"
+    if not path.is_file():
+        return None, None, val_images
+    with path.open(newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["configured"] == "True" and r["outcome"] == "complete"]
+    return (int(rows[0]["trial"]), float(rows[0]["val_acc"]), val_images) if rows else (None, None, val_images)
+
+
+def guard_replay(records: list[dict[str, Any]], work: Path, val_images: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The switching guard (docs/decisions.md) replayed on each tuned run: its decisions, and GUARDED final records.
+
+    A run whose study the guard would keep on the configured recipe takes the test accuracy of the
+    ``default`` run of the same student and seed (the same recipe, initial weights and batch order);
+    a run whose best trial beats it by more than the margin keeps its own. A cell without its default
+    run or its configured trial is left out.
+    """
+    defaults = final_cells(records, "default")
+    decisions, guarded = [], []
+    for (student, seed), r in sorted(final_cells(records, TUNED).items()):
+        number, conf, n = configured_trial(r, work / f"{TUNED}-seed{seed}-{student_dir(student)}" / "tune", val_images)
+        best = r["tune"]["val_acc"]
+        if conf is None or (student, seed) not in defaults or best is None:
+            continue
+        margin = switch_margin(best, conf, n, GUARD_Z)
+        kept = best - conf <= margin
+        decisions.append({"student": student, "seed": seed, "best_val_acc": best, "configured_val_acc": conf, "val_images": n,
+                          "margin": margin, "kept_configured": kept, "study_chose_configured": r["tune"]["trial"] == number,
+                          "tuned_test_acc": r["test_acc"], "default_test_acc": defaults[(student, seed)]["test_acc"]})
+        source = defaults[(student, seed)] if kept else r
+        guarded.append({"kind": "final", "recipe": GUARDED, "student": student, "seed": seed, "test_acc": source["test_acc"]})
+    return decisions, guarded
+
+
+def evidence_summary(records: list[dict[str, Any]], pair: str, work: Path | None = None, val_images: int = 0) -> dict[str, Any]:
     alone = {k: r["test_acc"] for k, r in final_cells(records, "alone").items()}
-    rows = {name: row(records, name, alone) for name in EVIDENCE[pair] if final_cells(records, name)}
+    decisions, guarded = guard_replay(records, work, val_images) if work is not None else ([], [])
+    records = [*records, *guarded]
+    rows = {name: row(records, name, alone) for name in (*EVIDENCE[pair], GUARDED) if final_cells(records, name)}
     tuned = final_cells(records, TUNED)
     costs = [r["tune"]["seconds"] / r["tune"]["final_seconds"] for r in tuned.values()]
     out: dict[str, Any] = {"rows": rows}
@@ -676,9 +742,32 @@ def evidence_summary(records: list[dict[str, Any]], pair: str) -> dict[str, Any]
     cost = out["tuning"]["cost_in_final_runs"]["mean"]
     out["goals"] = {"accuracy": goal, "cost": {"rule": f"tuning <= {COST_GOAL:g}x one final run's seconds (mean over tuned runs)",
                                                "mean": cost, "met": None if cost is None else cost <= COST_GOAL}}
+    if decisions:
+        reference = difference(records, GUARDED, REFERENCE[pair])
+        reference.update(met=None if reference["difference"] is None else reference["difference"] >= -TOLERANCE[pair] - 1e-9)
+        # The replay's premise, checked where the study itself chose the configured recipe: that tuned run is the default run.
+        same = [abs(d["tuned_test_acc"] - d["default_test_acc"]) for d in decisions if d["study_chose_configured"]]
+        out["guard"] = {"z": GUARD_Z, "kept_configured": sum(d["kept_configured"] for d in decisions), "runs": len(decisions),
+                        "premise": {"runs": len(same), "max_abs_difference": max(same, default=None),
+                                    "rule": "a tuned run whose study chose the configured recipe has the default run's test accuracy"},
+                        "guarded_minus_tuned": difference(records, GUARDED, TUNED), "accuracy_goal": reference, "decisions": decisions}
     if "dkd_b8" in EVIDENCE[pair]:
         out["dkd_beside_kd"] = {name: difference(records, name, "kd") for name in ("dkd_b8", "dkd_b2")}
     return out
+
+
+def guard_verdict(pairs: dict[str, Any], seeds: Sequence[int]) -> dict[str, Any]:
+    """docs/decisions.md's rule: the guard becomes the default if on R1 and R2, both seeds, guarded >= tuned − GUARD_COST."""
+    each = {}
+    for name in PAIRS:
+        guard = pairs.get(name, {}).get("evidence", {}).get("guard")
+        if guard is not None:
+            d = guard["guarded_minus_tuned"]
+            each[name] = {"difference": d["difference"], "runs": d["n"], "complete": d["n"] == len(pairs[name]["students"]) * len(seeds)}
+    complete = all(name in each and each[name]["complete"] for name in PAIRS)
+    verdict = all(each[n]["difference"] >= -GUARD_COST - 1e-9 for n in PAIRS) if complete else None
+    return {"rule": f"tune.switch_z {GUARD_Z} becomes the default if on every pair, over seeds {list(seeds)}, guarded - tuned "
+                    f">= -{GUARD_COST} point (mean test accuracy)", "pairs": each, "default": verdict}
 
 
 def fidelity_summary(records: list[dict[str, Any]], recipes: Sequence[str], epochs: Sequence[int], seeds: Sequence[int],
@@ -757,7 +846,7 @@ def summarise(out: Path, chosen: dict[str, Any], budgets: dict[str, dict[str, An
             "budget": budgets.get(name) or (budget(tuned[-1]["trials"], tuned[-1]["epochs"], tuned[-1]["train_images"], settings["epochs"],
                                                    settings["train_images"]) if tuned else None)}
         if any(r.get("kind") == "final" and r["recipe"] in EVIDENCE[name] for r in records):
-            entry["evidence"] = evidence_summary(records, name)
+            entry["evidence"] = evidence_summary(records, name, work_dir(out) / name, settings["val_images"])
         epochs = {r["epochs"] for r in records if r.get("kind") == "short"}
         if "fidelity" in chosen["parts"] and name in chosen["pairs"]:
             epochs |= set(chosen["fidelity_epochs"])
@@ -766,6 +855,8 @@ def summarise(out: Path, chosen: dict[str, Any], budgets: dict[str, dict[str, An
         pairs[name] = entry
     # This command's pairs first, in its order.
     result: dict[str, Any] = {"pairs": {n: pairs[n] for n in [*chosen["pairs"], *PAIRS] if n in pairs}}
+    if any("guard" in e.get("evidence", {}) for e in result["pairs"].values()):
+        result["switch_guard"] = guard_verdict(result["pairs"], chosen["seeds"])
     fidelity = {n: e["fidelity"] for n, e in result["pairs"].items() if "fidelity" in e}
     if fidelity:
         epochs = sorted({int(e) for f in fidelity.values() for e in f})

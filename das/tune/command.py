@@ -125,7 +125,7 @@ class TuneCLI(DasCLI):
         print(f"tune: {cfg.trials} trials of {cfg.epochs} epoch(s) each, judged on {held_out} validation images; study in {directory}")
         study.run(space, runs, after_trial=lambda: write_trials_csv(study.study, directory / TRIALS_CSV))
         model.teacher.cpu()
-        result = self.tuned = study.result(configured)
+        result = self.tuned = study.result(configured, held_out)
         write_trials_csv(study.study, directory / TRIALS_CSV)
         _, notes = write_plots(study.study, directory / PLOTS_DIR)
         for note in notes:
@@ -136,7 +136,9 @@ class TuneCLI(DasCLI):
                   "narrow the ranges (a lower tune.lr_factor first)")
         else:
             write_tuned_yaml(self.parser, self.config, result, tuned_for(hp.student, hp.teacher), root / TUNED_YAML)
-            print(f"tune: trial {result.trial} is best, {result.val_acc:.2f}% validation accuracy after {cfg.epochs} epoch(s): "
+            if result.kept is not None:
+                print(f"tune: {result.kept}, so the configured recipe is kept")
+            print(f"tune: trial {result.trial} is {'kept' if result.kept else 'best'}, {result.val_acc:.2f}% validation accuracy after {cfg.epochs} epoch(s): "
                   f"{describe(result.recipe)}; wrote {root / TUNED_YAML}")
         if cfg.only:
             print(f"tune.only: the study's outputs are in {directory}; no final run")
@@ -163,7 +165,8 @@ class TuneCLI(DasCLI):
         if self.tuned.fallback is not None:
             return [f"  recipe: the configured one ({self.tuned.fallback})"]
         cost = f", {entry['cost_in_final_runs']:.2f}× the final run's {final:.1f} s" if final else ""
-        return [f"  recipe: tuned by trial {self.tuned.trial} ({self.tuned.val_acc:.2f}% on validation); the tuning took {self.tuned.seconds:.1f} s{cost}"]
+        how = "the configured one, kept by tune.switch_z" if self.tuned.kept else "tuned by"
+        return [f"  recipe: {how} trial {self.tuned.trial} ({self.tuned.val_acc:.2f}% on validation); the tuning took {self.tuned.seconds:.1f} s{cost}"]
 
 
 def make_cli(argv: list[str], instantiate: bool = True) -> TuneCLI:

@@ -55,7 +55,7 @@ class TuneConfig:
         pruner: median (stop a trial below the median of finished trials at the same epoch),
             halving (successive halving) or none.
         logit_losses: the teacher logit losses a trial may choose from (registered names that
-            read the teacher's logits, e.g. kd; dkd once registered).
+            read the teacher's logits: kd, dkd).
         logit_weight: range of the logit loss's share of the logit terms (the KD weight): the
             trial's losses are ce (1 - w) and the logit loss (w), times model.losses' own total
             of the two; strictly inside (0, 1), since the baseline trains on ce.
@@ -69,6 +69,10 @@ class TuneConfig:
             (so the same range suits SGD and AdamW); null keeps model.lr.
         views: fixed augmented views of each training image in the trials' teacher cache
             (data.augment's crops and flips); 1: the images as loaded, unaugmented.
+        switch_z: the best trial replaces the configured recipe (trial 0) only when its validation
+            accuracy beats the configured one's by more than this many standard errors of the
+            difference of two proportions on the validation images (docs/decisions.md: the
+            switching guard); 0: the best trial always wins.
         only: run the study and write its outputs, but not the final run: a second process
             sharing the study (see docs/guide.md, "Tuning the recipe").
         tuned_for: written by train.py into tuned.yaml: the student and teacher the recipe was
@@ -88,6 +92,7 @@ class TuneConfig:
     feature_pairs: list[str] | None = field(default_factory=lambda: list(PAIRINGS))
     lr_factor: list[float] | None = field(default_factory=lambda: [0.25, 4.0])
     views: int = 1
+    switch_z: float = 0.0
     only: bool = False
     tuned_for: dict[str, Any] | None = None
 
@@ -104,6 +109,9 @@ class TuneConfig:
             raise DasError(f"tune.seed={self.seed!r} must be an integer")
         if self.pruner not in PRUNERS:
             raise DasError(f"tune.pruner={self.pruner!r} is not a pruner: {close_matches_hint(str(self.pruner), PRUNERS)}")
+        if not _number(self.switch_z) or self.switch_z < 0:
+            shown = f"{self.switch_z:g}" if _number(self.switch_z) else repr(self.switch_z)
+            raise DasError(f"tune.switch_z={shown} must be a finite number >= 0 (standard errors; 0: the best trial always wins)")
         if not _integer(self.views) or self.views < 1:
             raise DasError(f"tune.views={self.views!r} must be an integer >= 1 (1: the images as loaded)")
         self._check_choices("logit_losses", self.logit_losses, logit_losses(), nullable=False)
@@ -156,4 +164,4 @@ class TuneConfig:
 
     def study_settings(self) -> dict[str, Any]:
         """The settings that change what a trial computes (not how many trials, nor what happens after)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("trials", "only", "tuned_for")}
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("trials", "only", "tuned_for", "switch_z")}

@@ -30,6 +30,7 @@ directory is refused, not mixed.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -84,6 +85,16 @@ def startup_trials(trials: int) -> int:
     return max(3, min(10, trials // 3))
 
 
+def switch_margin(best_acc: float, configured_acc: float, val_images: int, z: float) -> float:
+    """Points of validation accuracy the best trial must exceed the configured recipe's by to replace it.
+
+    ``z`` standard errors of the difference of two proportions judged on ``val_images`` images each,
+    √(p_b(1−p_b)/n + p_c(1−p_c)/n), in points (accuracies are percentages).
+    """
+    p_b, p_c = best_acc / 100.0, configured_acc / 100.0
+    return 100.0 * z * math.sqrt((p_b * (1.0 - p_b) + p_c * (1.0 - p_c)) / val_images)
+
+
 @dataclass
 class TuneResult:
     """What a study chose.
@@ -96,6 +107,10 @@ class TuneResult:
         counts: finished trials by outcome.
         seconds: the tuning's cost: every finished trial's training and validation, in every process,
             plus each process's teacher cache.
+        configured_trial: the configured recipe's trial's number (None when it is no finished trial).
+        configured_val_acc: its validation accuracy.
+        val_images: the validation images every trial was judged on.
+        kept: why the configured recipe won over a better-scoring trial (``tune.switch_z``), when it did.
     """
 
     recipe: dict[str, Any]
@@ -104,10 +119,16 @@ class TuneResult:
     fallback: str | None
     counts: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    configured_trial: int | None = None
+    configured_val_acc: float | None = None
+    val_images: int | None = None
+    kept: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"recipe": self.recipe, "trial": self.trial, "val_acc": self.val_acc, "fallback": self.fallback,
-                "trials": self.counts, "seconds": round(self.seconds, 3)}
+                "trials": self.counts, "seconds": round(self.seconds, 3), "configured_trial": self.configured_trial,
+                "configured_val_acc": self.configured_val_acc,
+                "val_images": self.val_images, "kept": self.kept}
 
 
 class RecipeStudy:
@@ -214,8 +235,12 @@ class RecipeStudy:
                     else f"pruned after epoch {epoch} ({acc:.2f}%)")
         log(f"tune: trial {trial.number} ({position} of {cfg.trials}): {said} in {run.seconds:.1f} s; {describe(recipe)}")
 
-    def result(self, configured: dict[str, Any]) -> TuneResult:
-        """The best finished trial's recipe, or ``configured`` with the reason when no trial completed."""
+    def result(self, configured: dict[str, Any], val_images: int) -> TuneResult:
+        """The best finished trial's recipe, or ``configured`` with the reason when no trial completed.
+
+        Under ``tune.switch_z`` > 0 the configured recipe's trial wins unless the best beats it by
+        more than :func:`switch_margin` (the maximum of N noisy accuracies beats it by chance).
+        """
         trials = [t for t in self.trials() if counted(t)]
         counts = {o: sum(t.user_attrs[OUTCOME] == o for t in trials) for o in (COMPLETE, PRUNED, DIVERGED)}
         seconds = sum(float(t.user_attrs.get(SECONDS, 0.0)) for t in trials)
@@ -226,4 +251,14 @@ class RecipeStudy:
                    else f"none of the {len(trials)} trials completed its {self.cfg.epochs} epochs")
             return TuneResult(configured, None, None, why, counts, seconds)
         best = max(complete, key=lambda t: (t.value, -t.number))  # ties: the earlier trial
-        return TuneResult(best.user_attrs[RECIPE], best.number, float(best.value), None, counts, seconds)
+        mine = [t for t in complete if t.user_attrs.get(CONFIGURED)]
+        conf_trial, conf_acc = (mine[0].number, float(mine[0].value)) if mine else (None, None)
+        kept = None
+        if mine and best.number != mine[0].number and self.cfg.switch_z > 0:
+            margin = switch_margin(float(best.value), float(mine[0].value), val_images, self.cfg.switch_z)
+            if float(best.value) - float(mine[0].value) <= margin:
+                kept = (f"the best trial, {best.number} ({best.value:.2f}%), beats the configured recipe's ({mine[0].value:.2f}%) by "
+                        f"{best.value - mine[0].value:.2f} points, within {margin:.2f} (tune.switch_z {self.cfg.switch_z:g} standard errors "
+                        f"on {val_images} validation images)")
+                best = mine[0]
+        return TuneResult(best.user_attrs[RECIPE], best.number, float(best.value), None, counts, seconds, conf_trial, conf_acc, val_images, kept)

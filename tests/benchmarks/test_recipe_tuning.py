@@ -64,10 +64,13 @@ def test_runs_summary_resume_and_refusals(tiny: list[str], tmp_path: Path, monke
     assert summary["complete"] and list(summary["pairs"]) == ["R2", "R1"]  # the cheap pair first, as asked
     for name, pair in summary["pairs"].items():
         assert pair["budget"]["trials"] == 2
-        assert set(pair["evidence"]["rows"]) == {"default", "tuned", "alone"} | ({"s400"} if name == "R1" else set())
+        assert set(pair["evidence"]["rows"]) == {"default", "tuned", "tuned_guarded", "alone"} | ({"s400"} if name == "R1" else set())
         assert pair["evidence"]["goals"]["accuracy"]["n"] == len(pair["students"])
         assert set(pair["fidelity"]) == {"1", "2"}
     assert "dkd_beside_kd" in summary["pairs"]["R1"]["evidence"] and set(summary["safe_tune_epochs"]["verdicts"]) == {"1", "2"}
+    assert all(r["tune"]["configured_val_acc"] is not None and r["tune"]["val_images"] == 20 for r in [tuned, *r2_tuned])
+    assert all(pair["evidence"]["guard"]["runs"] == len(pair["students"]) for pair in summary["pairs"].values())
+    assert isinstance(summary["switch_guard"]["default"], bool)  # both pairs complete at the one seed asked for
 
     # A rerun trains nothing and leaves every file as it was.
     files = {p: p.read_text() for p in out.glob("res.*.runs.jsonl")}
@@ -166,6 +169,48 @@ def test_evidence_arithmetic_by_hand() -> None:
     recs2[4] = final("tuned", 0, 40.0, "a", **tune(30.0, 10.0))
     assert rt.evidence_summary(recs2, "R2")["goals"]["accuracy"]["met"] is False  # -0.75
 
+
+
+def test_the_switching_guard_replay_by_hand(tmp_path: Path) -> None:
+    """Each tuned run's study replayed under z = 1.645: kept on the configured recipe, it takes the default run's accuracy."""
+    def tuned(acc: float, student: str, best: float, trial: int, configured: float | None) -> dict:
+        record = final("tuned", 0, acc, student, **tune(10.0, 10.0))
+        record["tune"].update(val_acc=best, trial=trial)
+        if configured is not None:
+            record["tune"].update(configured_trial=0, configured_val_acc=configured, val_images=1000)
+        return record
+
+    # a: 30.0 against 29.0 on 1,000 images, margin 1.645 × 100 × sqrt((0.3·0.7 + 0.29·0.71) / 1000) = 3.355: kept.
+    #    Its record predates configured_val_acc, so the study's trials.csv in the work folder gives it.
+    # b: 40.0 against 30.0, margin 3.49: the best trial replaces the configured recipe. c: the study chose trial 0 itself.
+    study = tmp_path / "tuned-seed0-a" / "tune"
+    study.mkdir(parents=True)
+    (study / "trials.csv").write_text("trial,outcome,val_acc,epochs,seconds,configured\n0,complete,29.0,3,1.0,True\n"
+                                      "1,complete,30.0,3,1.0,False\n2,pruned,10.0,1,1.0,False\n")
+    recs = [final("alone", 0, 40.0, "a"), final("alone", 0, 50.0, "b"), final("alone", 0, 45.0, "c"),
+            final("default", 0, 42.0, "a"), final("default", 0, 52.0, "b"), final("default", 0, 47.0, "c"),
+            tuned(41.0, "a", 30.0, 1, None), tuned(52.5, "b", 40.0, 2, 30.0), tuned(47.0, "c", 35.0, 0, 35.0)]
+    ev = rt.evidence_summary(recs, "R2", tmp_path, 1000)
+    guard = ev["guard"]
+    by = {d["student"]: d for d in guard["decisions"]}
+    assert by["a"]["margin"] == pytest.approx(3.355, abs=1e-3) and by["a"]["kept_configured"] and by["a"]["configured_val_acc"] == 29.0
+    assert by["b"]["margin"] == pytest.approx(3.4896, abs=1e-3) and not by["b"]["kept_configured"]
+    assert by["c"]["kept_configured"] and by["c"]["study_chose_configured"] and not by["a"]["study_chose_configured"]
+    assert guard["kept_configured"] == 2 and guard["runs"] == 3
+    assert guard["premise"] == {"runs": 1, "max_abs_difference": 0.0, "rule": guard["premise"]["rule"]}
+    # Guarded: a 42.0 (the default's), b 52.5 (its own), c 47.0; tuned: 41.0, 52.5, 47.0.
+    assert ev["rows"]["tuned_guarded"]["test_acc"]["mean"] == pytest.approx((42.0 + 52.5 + 47.0) / 3)
+    assert guard["guarded_minus_tuned"]["difference"] == pytest.approx(1.0 / 3)
+    assert guard["accuracy_goal"]["difference"] == pytest.approx((0.0 + 0.5 + 0.0) / 3) and guard["accuracy_goal"]["met"]
+    assert len(rt.evidence_summary(recs, "R2", tmp_path / "elsewhere", 1000)["guard"]["decisions"]) == 2
+
+    # The rule: every pair complete (students × seeds) and guarded − tuned >= −0.3 on each.
+    def pair(difference: float, n: int, students: int) -> dict:
+        return {"students": ["s"] * students, "evidence": {"guard": {"guarded_minus_tuned": {"difference": difference, "n": n}}}}
+    assert rt.guard_verdict({"R1": pair(-0.3, 2, 1), "R2": pair(0.8, 16, 8)}, [0, 1])["default"] is True
+    assert rt.guard_verdict({"R1": pair(-0.4, 2, 1), "R2": pair(0.8, 16, 8)}, [0, 1])["default"] is False
+    assert rt.guard_verdict({"R1": pair(-0.4, 1, 1), "R2": pair(0.8, 16, 8)}, [0, 1])["default"] is None  # R1's seed 1 missing
+    assert rt.guard_verdict({"R2": pair(0.8, 16, 8)}, [0, 1])["default"] is None
 
 def test_fidelity_rho_regret_and_the_safe_rule_by_hand() -> None:
     names = ["w", "x", "y", "z"]

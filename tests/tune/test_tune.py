@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -24,7 +25,7 @@ from das.errors import DasError
 from das.storage import journal_storage
 from das.tune import command as train
 from das.tune.config import TuneConfig, logit_losses
-from das.tune.study import CONFIGURED, OUTCOME, RECIPE, STUDY_NAME, counted
+from das.tune.study import CONFIGURED, OUTCOME, RECIPE, STUDY_NAME, counted, switch_margin
 
 ROOT = Path(__file__).resolve().parents[2]
 #: A tiny student and teacher on 8×8 digits (as tests/cli/test_train_cli.py), no baseline: seconds per run.
@@ -84,6 +85,7 @@ def test_the_study_writes_every_output_and_the_final_run_trains_its_best_recipe(
     run = tmp_path / "run"
     # The temperature is left as model.losses sets it (null): tuned.yaml must say so too.
     assert guarded(train.main, [*TINY, *TUNE, "--tune.temperature", "null", "--trainer.default_root_dir", str(run)]) == 0
+    held_out = int(re.search(r"judged on (\d+) validation images", capsys.readouterr().out).group(1))
     for name in ("tune/study.journal", "tune/trials.csv", "tune/best.json", "tune/plots/history.png", "tune/plots/importance.png",
                  "tuned.yaml", "results.json", "student.pt"):
         assert (run / name).is_file(), name
@@ -118,7 +120,27 @@ def test_the_study_writes_every_output_and_the_final_run_trains_its_best_recipe(
     # Run again, the finished study is read back: no trial is added and the choice is the same.
     assert guarded(train.main, [*TINY, *TUNE, "--tune.temperature", "null", "--trainer.default_root_dir", str(run), "--tune.only", "true"]) == 0
     assert len(load(run).trials) == len(study.trials)
-    assert json.loads((run / "tune" / "best.json").read_text())["trial"] == best.number
+    chosen = json.loads((run / "tune" / "best.json").read_text())
+    assert chosen["trial"] == best.number and chosen["kept"] is None
+    assert chosen["configured_val_acc"] == first.value and chosen["val_images"] == held_out > 0
+
+    # The switching guard is not a study setting: the same study, read back, now keeps the configured recipe
+    # unless a trial beats it by more than 1000 standard errors (none can).
+    assert guarded(train.main, [*TINY, *TUNE, "--tune.temperature", "null", "--trainer.default_root_dir", str(run), "--tune.only", "true",
+                                "--tune.switch_z", "1000"]) == 0
+    assert len(load(run).trials) == len(study.trials)
+    guarded_choice = json.loads((run / "tune" / "best.json").read_text())
+    assert guarded_choice["trial"] == first.number and guarded_choice["recipe"] == first.user_attrs[RECIPE]
+    assert (guarded_choice["kept"] is None) == (best.number == first.number)
+    if best.number != first.number:
+        assert "so the configured recipe is kept" in capsys.readouterr().out
+
+
+def test_the_switch_margin_is_z_standard_errors_of_a_difference_of_two_proportions() -> None:
+    # 28.4% against 28.2% on 1,000 images: sqrt((0.284*0.716 + 0.282*0.718) / 1000) = 0.020145; x 1.645 x 100 = 3.314 points.
+    assert switch_margin(28.4, 28.2, 1000, 1.645) == pytest.approx(3.3139, abs=1e-3)
+    assert switch_margin(50.0, 50.0, 400, 2.0) == pytest.approx(200 * (0.5 / 400) ** 0.5)
+    assert switch_margin(40.0, 30.0, 1000, 0.0) == 0.0
 
 
 def test_a_killed_trial_is_run_again_finished_ones_are_kept_and_no_trial_reads_the_test_split(tmp_path, no_test_split, one_thread) -> None:
@@ -167,6 +189,7 @@ BAD_TUNE = [
     (["--tune.trials", "2", "--tune.logit_losses", "[cosine]"], "'cosine' is not a registered loss that reads the teacher's logits"),
     (["--tune.trials", "2", "--tune.feature_pairs", "[final, final]"], "names a choice twice"),
     (["--tune.trials", "2", "--tune.pruner", "medain"], "did you mean 'median'?"),
+    (["--tune.trials", "2", "--tune.switch_z", "-1"], "tune.switch_z=-1 must be a finite number >= 0"),
     (["--tune.trials", "2", "--data.val_fraction", "0"], "but data.val_fraction=0"),
     (["--tune.trials", "2", "--model.teacher", "null"], "model.teacher is null"),
     (["--tune.trials", "2", "--data.val_fraction", "0.001"], "holds out 0 of the 1438 training images"),

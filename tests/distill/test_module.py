@@ -242,15 +242,20 @@ def test_channels_last_is_the_same_maths_in_another_layout(tmp_path) -> None:
         assert torch.allclose(a, b, atol=1e-4), name
 
 
-def test_compile_is_the_same_step_and_keeps_the_modules_and_their_keys(tmp_path) -> None:
-    """compile runs the student and teacher through torch.compile: the same losses and feature terms as eager
-    to float rounding, the same weights after training steps, and a checkpoint whose keys are the eager module's."""
-    losses = {"ce": 0.5, "kd": 0.5, "cosine": 1.0}
+def eager_and_compiled() -> dict[bool, DistillModule]:
+    """The same TinyNet pair (same initial weights) eager (False) and through torch.compile (True)."""
     modules = {}
     for compiled in (False, True):
         torch.manual_seed(0)
         modules[compiled] = DistillModule(student=TEACHER, teacher=TEACHER, input_size=(3, 8, 8), feature_pairs="final",
-                                          losses=losses, compile=compiled, schedule="constant")
+                                          losses={"ce": 0.5, "kd": 0.5, "cosine": 1.0}, compile=compiled, schedule="constant")
+    return modules
+
+
+def test_compile_is_the_same_step_and_keeps_the_modules_and_their_keys(tmp_path) -> None:
+    """compile runs the student and teacher through torch.compile: the same losses and feature terms as eager
+    to float rounding, the same weights after training steps, and a checkpoint whose keys are the eager module's."""
+    modules = eager_and_compiled()
     eager, fast = modules[False], modules[True]
     x, y = batch(n=8, size=8)
     (le, ve), (lf, vf) = eager.compute_losses(x, y), fast.compute_losses(x, y)
@@ -272,12 +277,7 @@ def test_compiled_forwards_follow_masks_applied_or_replaced_after_they_compiled(
     from das.nets.masks import apply_masks
     from das.nets.weights import prunable_weights
 
-    losses = {"ce": 0.5, "kd": 0.5, "cosine": 1.0}
-    modules = {}
-    for compiled in (False, True):
-        torch.manual_seed(0)
-        modules[compiled] = DistillModule(student=TEACHER, teacher=TEACHER, input_size=(3, 8, 8), feature_pairs="final",
-                                          losses=losses, compile=compiled, schedule="constant")
+    modules = eager_and_compiled()
     eager, fast = modules[False], modules[True]
     x, y = batch(n=8, size=8)
     before = fast.compute_losses(x, y)[0]  # compiles the dense student

@@ -58,7 +58,8 @@ or, for records made before train.py reported it, from the study's ``trials.csv`
 folder); a run the guard keeps on the configured recipe takes the ``default`` run's test accuracy
 for the same student and seed, which is the same training (``premise`` checks it on the runs whose
 study chose the configured recipe itself). Row ``tuned_guarded``, ``evidence.guard`` per pair, and
-``switch_guard``: whether the rule makes the guard train.py's default.
+``switch_guard``: whether the rule makes the guard train.py's default (it did, so the tuned runs
+pin ``--tune.switch_z 0``: the unguarded study every record was made with).
 
 **The tuning budget rule**: ``N = floor(budget × E × I / (E_t × I_t))`` trials (``--budget``
 0.75), so the trials train on at most ``budget`` × the image passes of one final run (E epochs
@@ -490,7 +491,8 @@ class PairRuns:
                 "--trainer.enable_model_summary", "false", "--seed_everything", str(unit.seed), "--baseline", "false"]
         if tuned:  # the study, from the default recipe (its first trial) over train.py's default ranges
             argv += ["--tune.trials", str(self.trials), "--tune.epochs", str(a.tune_epochs), "--tune.train_images", str(p.tune_images),
-                     "--tune.seed", str(unit.seed), "--tune.logit_losses", json.dumps(self.losses)]
+                     "--tune.seed", str(unit.seed), "--tune.logit_losses", json.dumps(self.losses),
+                     "--tune.switch_z", "0"]  # the study's own best, as every record was made: the guard is replayed
             if tune_only:
                 argv += ["--tune.only", "true"]
         return argv

@@ -72,7 +72,7 @@ class TuneConfig:
         switch_z: the best trial replaces the configured recipe (trial 0) only when its validation
             accuracy beats the configured one's by more than this many standard errors of the
             difference of two proportions on the validation images (docs/decisions.md: the
-            switching guard); 0: the best trial always wins.
+            switching guard, the default by its rule); 0: the best trial always wins.
         only: run the study and write its outputs, but not the final run: a second process
             sharing the study (see docs/guide.md, "Tuning the recipe").
         tuned_for: written by train.py into tuned.yaml: the student and teacher the recipe was
@@ -92,7 +92,7 @@ class TuneConfig:
     feature_pairs: list[str] | None = field(default_factory=lambda: list(PAIRINGS))
     lr_factor: list[float] | None = field(default_factory=lambda: [0.25, 4.0])
     views: int = 1
-    switch_z: float = 0.0
+    switch_z: float = 1.645
     only: bool = False
     tuned_for: dict[str, Any] | None = None
 

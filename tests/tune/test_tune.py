@@ -84,7 +84,8 @@ def no_test_split(monkeypatch) -> None:
 def test_the_study_writes_every_output_and_the_final_run_trains_its_best_recipe(tmp_path, fitted, capsys, one_thread) -> None:
     run = tmp_path / "run"
     # The temperature is left as model.losses sets it (null): tuned.yaml must say so too.
-    assert guarded(train.main, [*TINY, *TUNE, "--tune.temperature", "null", "--trainer.default_root_dir", str(run)]) == 0
+    unguarded = ["--tune.switch_z", "0"]  # the study's own best; the guard (the default) is checked below
+    assert guarded(train.main, [*TINY, *TUNE, *unguarded, "--tune.temperature", "null", "--trainer.default_root_dir", str(run)]) == 0
     held_out = int(re.search(r"judged on (\d+) validation images", capsys.readouterr().out).group(1))
     for name in ("tune/study.journal", "tune/trials.csv", "tune/best.json", "tune/plots/history.png", "tune/plots/importance.png",
                  "tuned.yaml", "results.json", "student.pt"):
@@ -118,14 +119,19 @@ def test_the_study_writes_every_output_and_the_final_run_trains_its_best_recipe(
     assert all("temperature" not in t.params and t.user_attrs[RECIPE]["losses"]["kd"]["temperature"] == 4.0 for t in finished)
 
     # Run again, the finished study is read back: no trial is added and the choice is the same.
-    assert guarded(train.main, [*TINY, *TUNE, "--tune.temperature", "null", "--trainer.default_root_dir", str(run), "--tune.only", "true"]) == 0
+    assert guarded(train.main, [*TINY, *TUNE, *unguarded, "--tune.temperature", "null", "--trainer.default_root_dir", str(run),
+                                "--tune.only", "true"]) == 0
     assert len(load(run).trials) == len(study.trials)
     chosen = json.loads((run / "tune" / "best.json").read_text())
     assert chosen["trial"] == best.number and chosen["kept"] is None
     assert chosen["configured_val_acc"] == first.value and chosen["val_images"] == held_out > 0
 
-    # The switching guard is not a study setting: the same study, read back, now keeps the configured recipe
-    # unless a trial beats it by more than 1000 standard errors (none can).
+    # The switching guard is not a study setting: the same study, read back under the default z = 1.645, keeps the
+    # configured recipe unless the best beats it by more than the margin; under z = 1000 it keeps it (none can).
+    assert TuneConfig().switch_z == 1.645
+    assert guarded(train.main, [*TINY, *TUNE, "--tune.temperature", "null", "--trainer.default_root_dir", str(run), "--tune.only", "true"]) == 0
+    switches = best.value - first.value > switch_margin(best.value, first.value, held_out, 1.645)
+    assert json.loads((run / "tune" / "best.json").read_text())["trial"] == (best.number if switches else first.number)
     assert guarded(train.main, [*TINY, *TUNE, "--tune.temperature", "null", "--trainer.default_root_dir", str(run), "--tune.only", "true",
                                 "--tune.switch_z", "1000"]) == 0
     assert len(load(run).trials) == len(study.trials)
@@ -275,7 +281,8 @@ def test_kill_9_loses_no_finished_trial_and_two_processes_share_the_rest(tmp_pat
     """A run killed mid-study; then a full run and a tune.only process share the rest of the study; the full run trains its best."""
     run = tmp_path / "run"
     slow = ["--model.student", "tests.tinynets:SlowTinyNet"]  # 20 ms a training step: the kill lands inside the study
-    argv = [*TINY, *slow, "--trainer.default_root_dir", str(run), "--tune.trials", "8", "--tune.epochs", "2", "--tune.train_images", "200"]
+    argv = [*TINY, *slow, "--trainer.default_root_dir", str(run), "--tune.trials", "8", "--tune.epochs", "2", "--tune.train_images", "200",
+            "--tune.switch_z", "0"]  # the final run trains the study's own best
     killed = start(argv)
     deadline = time.monotonic() + 120
     while len(finished(run)) < 2:

@@ -305,3 +305,22 @@ def test_kill_9_loses_no_finished_trial_and_two_processes_share_the_rest(tmp_pat
     assert len(workers) >= 2  # the killed process's trials and the rerun's
     best = max((t for t in done if t.state == TrialState.COMPLETE), key=lambda t: (t.value, -t.number))
     assert json.loads((run / "results.json").read_text())["tune"]["trial"] == best.number
+
+
+def test_the_guard_keeps_the_configured_trial_within_the_margin_and_switches_beyond_it(tmp_path) -> None:
+    """RecipeStudy.result on hand-made trials: 30.0 vs 29.0 on 1,000 images is within 3.35 points (kept); 40.0 vs 29.0 is not."""
+    from das.tune.study import COMPLETE, RecipeStudy
+
+    def study(best: float, z: float, where: str) -> RecipeStudy:
+        s = RecipeStudy(tmp_path / where, TuneConfig(trials=2, switch_z=z), {"x": 1})
+        for value, configured in ((29.0, True), (best, False)):
+            attrs = {OUTCOME: COMPLETE, RECIPE: {"lr": 0.05 if configured else 0.1}, "seconds": 1.0, **({CONFIGURED: True} if configured else {})}
+            s.study.add_trial(optuna.trial.create_trial(value=value, params={}, distributions={}, user_attrs=attrs))
+        return s
+
+    kept = study(30.0, 1.645, "a").result({"lr": 0.05}, 1000)
+    assert kept.trial == 0 and kept.recipe == {"lr": 0.05} and kept.val_acc == 29.0 and "within 3.35" in kept.kept
+    switched = study(40.0, 1.645, "b").result({"lr": 0.05}, 1000)
+    assert switched.trial == 1 and switched.recipe == {"lr": 0.1} and switched.kept is None and switched.configured_val_acc == 29.0
+    unguarded = study(30.0, 0.0, "c").result({"lr": 0.05}, 1000)
+    assert unguarded.trial == 1 and unguarded.kept is None

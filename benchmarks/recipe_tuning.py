@@ -18,6 +18,10 @@ committed protocols:
   pool with the ``--val-images`` the study judges on (the rule's runs drew theirs without a
   validation split and had another teacher file, so their figures are not reused).
 
+- **R3**, R2's protocol and teacher on the resnet_cifar students (population C's sample) at
+  positions 8-11 of its order (``--r3-only 8:12``): students no recipe study had seen, kept to
+  judge the tuner v2 (docs/decisions.md); evidence only (default, s400, tuned_v2).
+
 **Recipes** (:data:`RECIPES`; the logit terms are cifar10_distill's convex mix CE ½ + logit loss ½,
 other settings the protocol's): ``alone`` (CE only), ``default`` (train.py's: KD at T 4 + the cosine
 loss at scale 1 on every stage pair), ``kd`` (no cosine term), ``kd_t1`` (KD at T 1), ``s400``
@@ -27,7 +31,11 @@ rate: does a short schedule favour recipes that learn fast?), ``dkd_b8`` (DKD wi
 the paper's CIFAR setting) and ``dkd_b2`` (β 2: the authors' config for ResNet-56 → ResNet-20),
 both taken from the authors' CIFAR-100 configs and run here on CIFAR-10 as CE ½ + DKD ½ (their
 CE 1 + DKD 1, halved as KD's mix is) without their 20-epoch ramp of the DKD term (das warms the
-learning rate up instead; docs/reference.md); and ``tuned``, what ``train.py --tune.trials N`` chooses.
+learning rate up instead; docs/reference.md); ``tuned``, what ``train.py --tune.trials N`` chooses;
+and ``tuned_v2``, the tuner v2 fixed in docs/decisions.md before any of its runs: ``--tune.anchors
+[0,10,100,1000] --tune.pruner none --tune.epochs 5`` (``--v2-tune-epochs``) with the guard on,
+its trials by the same budget rule (R1 9, R2 and R3 6). ``tuner_v2`` in the summary applies its
+rule (:func:`v2_verdict`).
 
 **Parts** (``--parts``):
 
@@ -87,6 +95,7 @@ not yet measured, :data:`PRIOR_SPEED`.
     python -m benchmarks.recipe_tuning --smoke --no-progress      # real data at tiny sizes, a temporary --out: ~2 min
     python -m benchmarks.recipe_tuning --pairs R2 --no-progress   # the cheap pair: ~1.5 h on the quiet 2-core machine
     python -m benchmarks.recipe_tuning --pairs R1 --no-progress   # ~5.5 h; the two may also run at once, one process each
+    python -m benchmarks.recipe_tuning --pairs R3,R1,R2 --parts evidence --recipes default,s400,tuned_v2 --threads 2 --no-progress
 """
 
 from __future__ import annotations
@@ -133,11 +142,14 @@ from das.tune.trials import CHANNELS_LAST, ShortRuns, short_schedule
 
 BENCHMARK = "recipe_tuning"
 PARTS = ("evidence", "fidelity")
-PAIRS = ("R1", "R2")
-#: Points the tuned recipe may trail the pair's reference (R1: s400, R2: default): the issue's goals.
-TOLERANCE = {"R1": 0.5, "R2": 0.3}
-#: The recipe each pair's tuned recipe is held against.
-REFERENCE = {"R1": "s400", "R2": "default"}
+PAIRS = ("R1", "R2", "R3")
+#: The pairs the safe-epochs rule and the switching guard's rule were fixed on (R3 came later, to judge the tuner v2).
+FIRST_PAIRS = ("R1", "R2")
+#: Points the tuned recipe may trail the pair's reference (R1: s400, R2: default, R3: the better fixed one): the issue's goals.
+TOLERANCE = {"R1": 0.5, "R2": 0.3, "R3": 0.5}
+#: The recipe each pair's tuned recipe is held against; R3's is whichever of default and s400 tests better on its cells.
+REFERENCE = {"R1": "s400", "R2": "default", "R3": None}
+R3_FIXED = ("default", "s400")
 #: Tuning may cost at most this many final runs (the issue's goal).
 COST_GOAL = 1.0
 #: A tune.epochs is safe when ρ reaches this on every pair (and the regret is within the tolerance).
@@ -167,11 +179,19 @@ RECIPES: dict[str, dict[str, Any]] = {
     "dkd_b2": {"losses": dkd(2.0)},  # the authors' ResNet-56 → ResNet-20 config: β 2
 }
 TUNED = "tuned"
+#: The tuner v2 (docs/decisions.md, fixed before any of its runs): the cosine anchors as fixed trials, no pruning, 5-epoch
+#: trials under the same budget rule, the switching guard on. Its settings become train.py's defaults if V2_COST allows.
+TUNED_V2 = "tuned_v2"
+V2 = {"anchors": [0.0, 10.0, 100.0, 1000.0], "pruner": "none", "switch_z": 1.645}
+V2_COST = 0.3
+#: The recipes whose run is a study (train.py --tune.trials) and then a final run.
+STUDIES = (TUNED, TUNED_V2)
 #: The tuned runs replayed under the switching guard (docs/decisions.md): the configured recipe unless the best trial
 #: beats it by more than GUARD_Z standard errors; it becomes train.py's default if it costs no pair more than GUARD_COST.
 GUARDED, GUARD_Z, GUARD_COST = "tuned_guarded", 1.645, 0.3
 #: The recipes of the evidence part, in the order they train (the comparison of the goal first).
-EVIDENCE = {"R1": ("default", "s400", TUNED, "alone", "kd", "dkd_b8", "dkd_b2"), "R2": ("default", TUNED, "alone")}
+EVIDENCE = {"R1": ("default", "s400", TUNED, "alone", "kd", "dkd_b8", "dkd_b2", TUNED_V2), "R2": ("default", TUNED, "alone", TUNED_V2),
+            "R3": ("default", "s400", TUNED_V2)}
 #: The fixed recipes of the fidelity part: the tuner's dimensions (cosine scale 0/1/25/400, pairing, KD temperature, the
 #: learning rate, the logit loss), both pairs.
 FIDELITY = ("kd", "kd_t1", "default", "default_lr4", "s25_final", "s400", "s400_final", "dkd_b8", "dkd_b2")
@@ -181,10 +201,11 @@ FIDELITY = ("kd", "kd_t1", "default", "default_lr4", "s25_final", "s400", "s400_
 #: a population-trainer run and a short run for R2. Measured 2026-12-06 on the shared 2-core Intel Xeon, 1 thread, the
 #: machine otherwise quiet: ResNet-20 distilled in Lightning 183 img/s (alone 331), a short run 268, an NB201 student on
 #: the population trainer 1,350-1,880 (its test included); rounded down for the load the machine usually carries.
-PRIOR_SPEED = {("R1", "final"): 150.0, ("R1", "short"): 230.0, ("R2", "final"): 1400.0, ("R2", "short"): 1200.0}
+PRIOR_SPEED = {("R1", "final"): 150.0, ("R1", "short"): 230.0, ("R2", "final"): 1400.0, ("R2", "short"): 1200.0,
+               ("R3", "final"): 500.0, ("R3", "short"): 500.0}
 
 SMOKE = {"r1_train_images": 400, "r2_train_images": 400, "val_images": 200, "test_images": 500, "r1_epochs": 1, "r2_epochs": 1,
-         "tune_epochs": 1, "fidelity_epochs": "1,2", "r1_tune_images": 100, "r2_tune_images": 100, "r2_views": 2, "r2_only": "6:8",
+         "tune_epochs": 1, "v2_tune_epochs": 2, "fidelity_epochs": "1,2", "r3_only": "8:9", "r1_tune_images": 100, "r2_tune_images": 100, "r2_views": 2, "r2_only": "6:8",
          "seeds": "0", "fidelity_seeds": "0", "warmup_epochs": 0.0, "batch_size": 32}
 
 
@@ -197,7 +218,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--seeds", default="0,1", help="the evidence's seeds (student init, batch order, the study's sampler and subset)")
     p.add_argument("--fidelity-seeds", default="0", help="the fidelity part's seeds (short runs, and full runs of recipes the evidence lacks)")
     p.add_argument("--fidelity-epochs", default="1,3,5", help="the short schedules compared with the full one (tune.epochs values)")
-    p.add_argument("--recipes", default=None, help=f"only these recipes (default all): {', '.join([*RECIPES, TUNED])}")
+    p.add_argument("--recipes", default=None, help=f"only these recipes (default all): {', '.join([*RECIPES, *STUDIES])}")
     p.add_argument("--train-file", default=str(data / "cifar10" / "train_jpeg.npz"), help="training .npz the pools are drawn from")
     p.add_argument("--test-file", default=str(data / "cifar10" / "test_jpeg.npz"), help="test .npz, used whole unless --test-images")
     p.add_argument("--test-images", type=int, default=0, help="a stratified subset of the test file (0: all of it; smoke runs only)")
@@ -223,7 +244,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--r2-image-size", type=int, default=16, help="R2's image side")
     p.add_argument("--r2-views", type=int, default=10, help="R2's cached crop+flip views per training image (population trainer)")
     p.add_argument("--r2-tune-images", type=int, default=1250, help="R2's tune.train_images (and the short runs')")
+    p.add_argument("--r3-students", default=str(results / "distill_ground_truth_resnet_cifar.students.json"),
+                   help="R3: the resnet_cifar population's sample (C), trained under R2's protocol")
+    p.add_argument("--r3-only", default="8:12", metavar="A:B", help="R3's students: positions A..B-1 of its sample's training order")
     p.add_argument("--tune-epochs", type=int, default=3, help="the evidence's tune.epochs")
+    p.add_argument("--v2-tune-epochs", type=int, default=5, help="the tuner v2's tune.epochs (its trials by the same budget rule)")
     p.add_argument("--budget", type=float, default=0.75, help="trials' training image passes as a multiple of one final run's (the rule above)")
     p.add_argument("--trials", type=int, default=None, help="tune.trials on both pairs instead of the budget rule's")
     p.add_argument("--logit-losses", default="kd", help="tune.logit_losses: the logit losses a trial may choose (comma list)")
@@ -279,23 +304,24 @@ def trials_by_rule(epochs: int, images: int, tune_epochs: int, tune_images: int,
     return math.floor(budget * epochs * images / (tune_epochs * min(tune_images, images)) + 1e-9)
 
 
-def parse_slice(text: str, n: int) -> tuple[int, int]:
+def parse_slice(text: str, n: int, flag: str = "--r2-only") -> tuple[int, int]:
     try:
         start, stop = (int(part) for part in text.split(":"))
     except ValueError:
-        raise DasError(f"--r2-only {text!r} must be two positions A:B such as 6:14") from None
+        raise DasError(f"{flag} {text!r} must be two positions A:B such as 6:14") from None
     if not 0 <= start < stop <= n:
-        raise DasError(f"--r2-only {text!r} must satisfy 0 <= A < B <= {n} (the students of the sample)")
+        raise DasError(f"{flag} {text!r} must satisfy 0 <= A < B <= {n} (the students of the sample)")
     return start, stop
 
 
-def r2_students(path: Path, only: str) -> tuple[str, ...]:
+def r2_students(path: Path, only: str, pair: str = "R2") -> tuple[str, ...]:
     """The sample's students at positions A..B-1 of its training order (distill_ground_truth's spread order), as ArchSpec JSON."""
+    flag = f"--{pair.lower()}"
     try:
         keys = [s["key"] for s in json.loads(path.read_text())["students"]]
     except (json.JSONDecodeError, KeyError, TypeError):
-        raise DasError(f"--r2-students {path} is not a sample file (distill_ground_truth's .students.json, with a students list)") from None
-    start, stop = parse_slice(only, len(keys))
+        raise DasError(f"{flag}-students {path} is not a sample file (distill_ground_truth's .students.json, with a students list)") from None
+    start, stop = parse_slice(only, len(keys), f"{flag}-only")
     return tuple(keys[i] for i in spread_order(len(keys))[start:stop])
 
 
@@ -309,14 +335,14 @@ def check_args(args: argparse.Namespace) -> dict[str, Any]:
         raise DasError(f"--pairs: unknown {bad}; choose from {', '.join(PAIRS)}")
     seeds, fid_seeds = parse_list(args.seeds, "seeds", int), parse_list(args.fidelity_seeds, "fidelity-seeds", int)
     fid_epochs = parse_list(args.fidelity_epochs, "fidelity-epochs", int)
-    known = [*RECIPES, TUNED]
+    known = [*RECIPES, *STUDIES]
     recipes = known if args.recipes is None else parse_list(args.recipes, "recipes")
     if bad := [x for x in recipes if x not in known]:
         raise DasError(f"--recipes: unknown {bad}; choose from {', '.join(known)}")
     losses = parse_list(args.logit_losses, "logit-losses")
     if bad := [x for x in losses if x not in logit_losses()]:
         raise DasError(f"--logit-losses: {bad} are not registered logit losses; choose from {', '.join(logit_losses())}")
-    for key in ("r1_train_images", "r2_train_images", "val_images", "r1_epochs", "r2_epochs", "tune_epochs", "batch_size", "r2_views",
+    for key in ("r1_train_images", "r2_train_images", "val_images", "r1_epochs", "r2_epochs", "tune_epochs", "v2_tune_epochs", "batch_size", "r2_views",
                 "r2_image_size"):
         if getattr(args, key) < 1:
             raise DasError(f"--{key.replace('_', '-')} {getattr(args, key)} must be at least 1")
@@ -329,10 +355,12 @@ def check_args(args: argparse.Namespace) -> dict[str, Any]:
         raise DasError("--test-images must be >= 0 (0: all), --lr and --budget > 0, --warmup-epochs >= 0")
     if args.trials is not None and args.trials < 1:
         raise DasError(f"--trials {args.trials} must be at least 1 (or leave it out for the budget rule's)")
-    for flag in ("train_file", "test_file", *(f"{pair.lower()}_teacher_checkpoint" for pair in pairs)):
+    for flag in ("train_file", "test_file", *(f"{'r1' if pair == 'R1' else 'r2'}_teacher_checkpoint" for pair in pairs)):
         require_file(getattr(args, flag), f"--{flag.replace('_', '-')}", "an existing file (see --help)")
     if "R2" in pairs:
         require_file(args.r2_students, "--r2-students", "distill_ground_truth's .students.json of the NB201 population")
+    if "R3" in pairs:
+        require_file(args.r3_students, "--r3-students", "distill_ground_truth's .students.json of the resnet_cifar population")
     return {"parts": parts, "pairs": pairs, "seeds": seeds, "fidelity_seeds": fid_seeds, "fidelity_epochs": fid_epochs,
             "recipes": recipes, "logit_losses": losses}
 
@@ -345,6 +373,10 @@ def protocols(args: argparse.Namespace, pairs: list[str]) -> dict[str, Protocol]
         "R2": lambda: Protocol("R2", "population", args.r2_teacher, args.r2_teacher_checkpoint, r2_students(Path(args.r2_students), args.r2_only),
                                None if args.r2_image_size == 32 else args.r2_image_size, args.r2_train_images, args.r2_epochs,
                                args.r2_views, args.r2_tune_images),
+        # R2's protocol and teacher on resnet_cifar students (population C) that no recipe study had seen.
+        "R3": lambda: Protocol("R3", "population", args.r2_teacher, args.r2_teacher_checkpoint,
+                               r2_students(Path(args.r3_students), args.r3_only, "R3"), None if args.r2_image_size == 32 else args.r2_image_size,
+                               args.r2_train_images, args.r2_epochs, args.r2_views, args.r2_tune_images),
     }
     return {name: made[name]() for name in pairs}
 
@@ -370,7 +402,7 @@ class Unit:
 def plan(p: Protocol, parts: list[str], recipes: list[str], seeds: list[int], fid_seeds: list[int], fid_epochs: list[int]) -> list[Unit]:
     """Seed-major: a run cut short holds every comparison at its first seed first; R2 student-major within a seed."""
     units: list[Unit] = []
-    fidelity = [r for r in FIDELITY if r in recipes] if "fidelity" in parts else []
+    fidelity = [r for r in FIDELITY if r in recipes] if "fidelity" in parts and p.name in FIRST_PAIRS else []
     for seed in [*seeds, *(s for s in fid_seeds if s not in seeds)]:
         fid = fidelity if seed in fid_seeds else []
         finals = [r for r in p.evidence if r in recipes] if "evidence" in parts and seed in seeds else []
@@ -381,10 +413,16 @@ def plan(p: Protocol, parts: list[str], recipes: list[str], seeds: list[int], fi
     return units
 
 
-def definition(recipe: str, trials: int, tune_epochs: int, tune_images: int, losses: list[str]) -> dict[str, Any]:
+#: A study's size: its trials and tune.epochs, by recipe (TUNED, TUNED_V2).
+Studies = dict[str, tuple[int, int]]
+
+
+def definition(recipe: str, studies: Studies, tune_images: int, losses: list[str]) -> dict[str, Any]:
     """What a record of ``recipe`` was made with (a record made otherwise is refused, not mixed)."""
-    if recipe == TUNED:
-        return {"tune": {"trials": trials, "epochs": tune_epochs, "train_images": tune_images, "logit_losses": losses}}
+    if recipe in STUDIES:
+        trials, epochs = studies[recipe]
+        tune = {"trials": trials, "epochs": epochs, "train_images": tune_images, "logit_losses": losses}
+        return {"tune": tune if recipe == TUNED else {**tune, **V2}}
     return RECIPES[recipe]
 
 
@@ -411,8 +449,8 @@ def student_dir(student: str) -> str:
 class PairRuns:
     """One pair's data, teacher, results file and runs."""
 
-    def __init__(self, p: Protocol, args: argparse.Namespace, out: Path, trials: int, losses: list[str]) -> None:
-        self.p, self.args, self.trials, self.losses = p, args, trials, losses
+    def __init__(self, p: Protocol, args: argparse.Namespace, out: Path, studies: Studies, losses: list[str]) -> None:
+        self.p, self.args, self.studies, self.losses = p, args, studies, losses
         self.work = work_dir(out) / p.name
         self.work.mkdir(parents=True, exist_ok=True)
         pool = p.train_images + args.val_images
@@ -442,7 +480,7 @@ class PairRuns:
     def find(self, unit: Unit) -> dict[str, Any] | None:
         """The unit's record, refused when it was made with another definition of its recipe."""
         found = self.runs.find(**unit.key)
-        wanted = json.loads(json.dumps(definition(unit.recipe, self.trials, self.args.tune_epochs, self.p.tune_images, self.losses)))
+        wanted = json.loads(json.dumps(definition(unit.recipe, self.studies, self.p.tune_images, self.losses)))
         if found is not None and found.get("definition") != wanted:
             raise DasError(f"{self.runs.path} holds {unit.recipe} (seed {unit.seed}) made as {found.get('definition')}, not as {wanted}; "
                            "rerun with the file's settings or choose another --out")
@@ -465,7 +503,7 @@ class PairRuns:
             record = self.train_py(unit)
         else:
             record = self.population(unit)
-        record = {**unit.key, **record, "definition": definition(unit.recipe, self.trials, self.args.tune_epochs, self.p.tune_images, self.losses),
+        record = {**unit.key, **record, "definition": definition(unit.recipe, self.studies, self.p.tune_images, self.losses),
                   "threads": torch.get_num_threads(), "date": now_iso()}
         self.runs.add(record)
         return record
@@ -476,7 +514,7 @@ class PairRuns:
         """train.py's command for ``unit``: the protocol's settings, the recipe's model settings, and for ``tuned`` the study."""
         p, a = self.p, self.args
         size = p.image_size or 32
-        tuned = unit.recipe == TUNED
+        tuned = unit.recipe in STUDIES
         teacher = tuned or RECIPES[unit.recipe].get("teacher", p.teacher) is not None
         model = model_recipe("default" if tuned else unit.recipe, a.lr)
         argv = ["--model.student", unit.student,
@@ -490,9 +528,13 @@ class PairRuns:
                 "--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", str(not a.no_progress).lower(),
                 "--trainer.enable_model_summary", "false", "--seed_everything", str(unit.seed), "--baseline", "false"]
         if tuned:  # the study, from the default recipe (its first trial) over train.py's default ranges
-            argv += ["--tune.trials", str(self.trials), "--tune.epochs", str(a.tune_epochs), "--tune.train_images", str(p.tune_images),
-                     "--tune.seed", str(unit.seed), "--tune.logit_losses", json.dumps(self.losses),
-                     "--tune.switch_z", "0"]  # the study's own best, as every record was made: the guard is replayed
+            trials, epochs = self.studies[unit.recipe]
+            argv += ["--tune.trials", str(trials), "--tune.epochs", str(epochs), "--tune.train_images", str(p.tune_images),
+                     "--tune.seed", str(unit.seed), "--tune.logit_losses", json.dumps(self.losses)]
+            if unit.recipe == TUNED:
+                argv += ["--tune.switch_z", "0"]  # the study's own best, as every record was made: the guard is replayed
+            else:  # the tuner v2 as it would ship: anchors, no pruning, the guard on
+                argv += ["--tune.anchors", json.dumps(V2["anchors"]), "--tune.pruner", V2["pruner"], "--tune.switch_z", repr(V2["switch_z"])]
             if tune_only:
                 argv += ["--tune.only", "true"]
         return argv
@@ -508,13 +550,13 @@ class PairRuns:
         root = self.work / f"{unit.recipe}-seed{unit.seed}-{student_dir(unit.student)}"
         if root.is_dir():
             for item in root.iterdir():
-                if not (unit.recipe == TUNED and item.name == "tune"):
+                if not (unit.recipe in STUDIES and item.name == "tune"):
                     shutil.rmtree(item) if item.is_dir() else item.unlink()
         return root
 
     def train_py(self, unit: Unit) -> dict[str, Any]:
         root = self.fresh_root(unit)
-        tuned = unit.recipe == TUNED
+        tuned = unit.recipe in STUDIES
         wall = self.call_train_py(self.train_argv(unit, root))
         results = json.loads((root / "results.json").read_text())
         record = {"test_acc": results["distilled_test_acc"], "seconds": wall, "test_images": results["test_images"]}
@@ -523,7 +565,7 @@ class PairRuns:
             record["tune"] = {"recipe": t["recipe"], "val_acc": t["val_acc"], "trial": t["trial"], "trials": t["trials"],
                               "fallback": t["fallback"], "seconds": t["seconds"], "final_seconds": t["final_run_seconds"],
                               "configured_trial": t.get("configured_trial"), "configured_val_acc": t.get("configured_val_acc"),
-                              "val_images": t.get("val_images")}
+                              "val_images": t.get("val_images"), "kept": t.get("kept")}
         return record
 
     # ---- the population trainer (R2's final runs)
@@ -545,7 +587,7 @@ class PairRuns:
     def population(self, unit: Unit) -> dict[str, Any]:
         p, a = self.p, self.args
         record: dict[str, Any] = {}
-        if unit.recipe == TUNED:
+        if unit.recipe in STUDIES:
             root = self.work / f"{unit.recipe}-seed{unit.seed}-{student_dir(unit.student)}"
             wall = self.call_train_py(self.train_argv(unit, root, tune_only=True))
             best = json.loads((root / "tune" / "best.json").read_text())
@@ -553,7 +595,7 @@ class PairRuns:
             record["tune"] = {"recipe": chosen, "val_acc": best["val_acc"], "trial": best["trial"], "trials": best["trials"],
                               "fallback": best["fallback"], "seconds": best["seconds"], "wall_seconds": wall,
                               "configured_trial": best.get("configured_trial"), "configured_val_acc": best.get("configured_val_acc"),
-                              "val_images": best.get("val_images")}
+                              "val_images": best.get("val_images"), "kept": best.get("kept")}
         else:
             chosen = model_recipe("default" if unit.recipe == "alone" else unit.recipe, a.lr)
         recipe = Recipe(epochs=p.epochs, batch_size=a.batch_size, losses=chosen["losses"], feature_pairs=chosen["feature_pairs"],
@@ -564,7 +606,7 @@ class PairRuns:
         run.train_epochs(p.epochs)
         result = run.result()
         record.update(test_acc=result.acc, seconds=result.seconds, diverged=result.diverged, init_digest=result.init_digest)
-        if unit.recipe == TUNED:
+        if unit.recipe in STUDIES:
             record["tune"]["final_seconds"] = result.seconds
         return record
 
@@ -599,25 +641,27 @@ class PairRuns:
 # --------------------------------------------------------------------------- expected time
 
 
-def passes(unit: Unit, p: Protocol, trials: int, tune_epochs: int) -> dict[str, float]:
+def passes(unit: Unit, p: Protocol, studies: Studies) -> dict[str, float]:
     """Training image passes of ``unit`` by the speed they run at: ``final`` (the protocol's trainer) and ``short`` (trials)."""
     if unit.kind == "short":
         return {"short": unit.epochs * min(p.tune_images, p.train_images)}
     out = {"final": float(unit.epochs * p.train_images)}
-    if unit.recipe == TUNED:
+    if unit.recipe in STUDIES:
+        trials, tune_epochs = studies[unit.recipe]
         out["short"] = float(trials * tune_epochs * min(p.tune_images, p.train_images))
     return out
 
 
-def speeds(records: list[dict[str, Any]], p: Protocol, trials: int, tune_epochs: int) -> dict[str, tuple[float, bool]]:
+def speeds(records: list[dict[str, Any]], p: Protocol) -> dict[str, tuple[float, bool]]:
     """Images per second of final and short runs, measured on this pair's finished runs where there are any (else the prior)."""
     done: dict[str, list[float]] = {"final": [0.0, 0.0], "short": [0.0, 0.0]}
     for r in records:
         if r.get("kind") not in ("final", "short"):
             continue
         unit = Unit(r["kind"], r["recipe"], r["seed"], r["student"], r["epochs"])
-        work = passes(unit, p, trials, tune_epochs)
-        if r["recipe"] == TUNED:  # the study and the final run timed apart
+        tune = r.get("definition", {}).get("tune")
+        work = passes(unit, p, {unit.recipe: (tune["trials"], tune["epochs"])} if tune else {})
+        if r["recipe"] in STUDIES:  # the study and the final run timed apart
             done["short"][0] += work["short"]
             done["short"][1] += r["tune"]["seconds"]
             done["final"][0] += work["final"]
@@ -629,11 +673,11 @@ def speeds(records: list[dict[str, Any]], p: Protocol, trials: int, tune_epochs:
     return {k: (n / s, True) if s > 0 else (PRIOR_SPEED[(p.name, k)], False) for k, (n, s) in done.items()}
 
 
-def estimate(todo: list[Unit], p: Protocol, speed: dict[str, tuple[float, bool]], trials: int, tune_epochs: int) -> tuple[float, str]:
+def estimate(todo: list[Unit], p: Protocol, speed: dict[str, tuple[float, bool]], studies: Studies) -> tuple[float, str]:
     """Seconds expected for ``todo``, and how the speeds were known."""
     totals = {"final": 0.0, "short": 0.0}
     for unit in todo:
-        for kind, n in passes(unit, p, trials, tune_epochs).items():
+        for kind, n in passes(unit, p, studies).items():
             totals[kind] += n
     seconds = sum(totals[k] / speed[k][0] for k in totals)
     said = ", ".join(f"{totals[k]:,.0f} {k} image passes at {speed[k][0]:.0f} img/s ({'measured' if speed[k][1] else 'prior'})"
@@ -724,26 +768,53 @@ def guard_replay(records: list[dict[str, Any]], work: Path, val_images: int) -> 
     return decisions, guarded
 
 
+def reference_recipe(records: list[dict[str, Any]], pair: str) -> str:
+    """The fixed recipe a pair's tuned recipes are held against: R1 s400, R2 default; R3 the better of R3_FIXED on the cells all hold."""
+    if REFERENCE[pair] is not None:
+        return REFERENCE[pair]
+    cells = [final_cells(records, r) for r in R3_FIXED]
+    common = set.intersection(*(set(c) for c in cells))
+    if not common:
+        return R3_FIXED[0]
+    means = [statistics.fmean(c[k]["test_acc"] for k in common) for c in cells]
+    return R3_FIXED[max(range(len(means)), key=lambda i: (means[i], -i))]
+
+
+def tuning_summary(records: list[dict[str, Any]], recipe: str, reference: str, tolerance: float) -> dict[str, Any]:
+    """One study recipe's cost (multiples of its final run), its choices, and its goals against ``reference``."""
+    tuned = final_cells(records, recipe)
+    costs = [r["tune"]["seconds"] / r["tune"]["final_seconds"] for r in tuned.values()]
+    out: dict[str, Any] = {
+        "cost_in_final_runs": {"mean": statistics.fmean(costs) if costs else None, "max": max(costs, default=None), "values": costs},
+        "seconds": {"tuning": sum(r["tune"]["seconds"] for r in tuned.values()),
+                    "final_runs": sum(r["tune"]["final_seconds"] for r in tuned.values())},
+        "chosen": [{"student": k[0], "seed": k[1], "recipe": r["tune"]["recipe"], "val_acc": r["tune"]["val_acc"], "trials": r["tune"]["trials"],
+                    "fallback": r["tune"]["fallback"], "kept": r["tune"].get("kept")} for k, r in sorted(tuned.items())]}
+    goal = difference(records, recipe, reference)
+    goal.update(rule=f"{recipe} >= {reference} - {tolerance} point (test accuracy, the cells both hold)",
+                met=None if goal["difference"] is None else goal["difference"] >= -tolerance - 1e-9)
+    cost = out["cost_in_final_runs"]["mean"]
+    out["goals"] = {"accuracy": goal, "cost": {"rule": f"tuning <= {COST_GOAL:g}x one final run's seconds (mean over {recipe} runs)",
+                                               "mean": cost, "met": None if cost is None else cost <= COST_GOAL}}
+    return out
+
+
 def evidence_summary(records: list[dict[str, Any]], pair: str, work: Path | None = None, val_images: int = 0) -> dict[str, Any]:
     alone = {k: r["test_acc"] for k, r in final_cells(records, "alone").items()}
     decisions, guarded = guard_replay(records, work, val_images) if work is not None else ([], [])
     records = [*records, *guarded]
     rows = {name: row(records, name, alone) for name in (*EVIDENCE[pair], GUARDED) if final_cells(records, name)}
-    tuned = final_cells(records, TUNED)
-    costs = [r["tune"]["seconds"] / r["tune"]["final_seconds"] for r in tuned.values()]
-    out: dict[str, Any] = {"rows": rows}
-    out["tuning"] = {
-        "cost_in_final_runs": {"mean": statistics.fmean(costs) if costs else None, "max": max(costs, default=None), "values": costs},
-        "seconds": {"tuning": sum(r["tune"]["seconds"] for r in tuned.values()),
-                    "final_runs": sum(r["tune"]["final_seconds"] for r in tuned.values())},
-        "chosen": [{"student": k[0], "seed": k[1], "recipe": r["tune"]["recipe"], "val_acc": r["tune"]["val_acc"], "trials": r["tune"]["trials"],
-                    "fallback": r["tune"]["fallback"]} for k, r in sorted(tuned.items())]}
-    goal = difference(records, TUNED, REFERENCE[pair])
-    goal.update(rule=f"tuned >= {REFERENCE[pair]} - {TOLERANCE[pair]} point (test accuracy, the cells both hold)",
-                met=None if goal["difference"] is None else goal["difference"] >= -TOLERANCE[pair] - 1e-9)
-    cost = out["tuning"]["cost_in_final_runs"]["mean"]
-    out["goals"] = {"accuracy": goal, "cost": {"rule": f"tuning <= {COST_GOAL:g}x one final run's seconds (mean over tuned runs)",
-                                               "mean": cost, "met": None if cost is None else cost <= COST_GOAL}}
+    reference = reference_recipe(records, pair)
+    out: dict[str, Any] = {"rows": rows, "reference": reference}
+    tuning = tuning_summary(records, TUNED, reference, TOLERANCE[pair])
+    out["goals"] = tuning.pop("goals")
+    out["tuning"] = tuning
+    if final_cells(records, TUNED_V2):
+        out["tuning_v2"] = tuning_summary(records, TUNED_V2, reference, TOLERANCE[pair])
+        out["tuning_v2"]["kept_configured"] = sum(c["kept"] is not None for c in out["tuning_v2"]["chosen"])
+        out["tuning_v2"]["minus_default"] = difference(records, TUNED_V2, "default")
+        if final_cells(records, GUARDED):
+            out["tuning_v2"]["minus_tuned_guarded"] = difference(records, TUNED_V2, GUARDED)
     if decisions:
         reference = difference(records, GUARDED, REFERENCE[pair])
         reference.update(met=None if reference["difference"] is None else reference["difference"] >= -TOLERANCE[pair] - 1e-9)
@@ -761,15 +832,38 @@ def evidence_summary(records: list[dict[str, Any]], pair: str, work: Path | None
 def guard_verdict(pairs: dict[str, Any], seeds: Sequence[int]) -> dict[str, Any]:
     """docs/decisions.md's rule: the guard becomes the default if on R1 and R2, both seeds, guarded >= tuned − GUARD_COST."""
     each = {}
-    for name in PAIRS:
+    for name in FIRST_PAIRS:
         guard = pairs.get(name, {}).get("evidence", {}).get("guard")
         if guard is not None:
             d = guard["guarded_minus_tuned"]
             each[name] = {"difference": d["difference"], "runs": d["n"], "complete": d["n"] == len(pairs[name]["students"]) * len(seeds)}
-    complete = all(name in each and each[name]["complete"] for name in PAIRS)
-    verdict = all(each[n]["difference"] >= -GUARD_COST - 1e-9 for n in PAIRS) if complete else None
+    complete = all(name in each and each[name]["complete"] for name in FIRST_PAIRS)
+    verdict = all(each[n]["difference"] >= -GUARD_COST - 1e-9 for n in FIRST_PAIRS) if complete else None
     return {"rule": f"tune.switch_z {GUARD_Z} becomes the default if on every pair, over seeds {list(seeds)}, guarded - tuned "
                     f">= -{GUARD_COST} point (mean test accuracy)", "pairs": each, "default": verdict}
+
+
+def v2_verdict(pairs: dict[str, Any], seeds: Sequence[int]) -> dict[str, Any]:
+    """docs/decisions.md's rule for the tuner v2, over both seeds: its settings become train.py's defaults if
+
+    on R3 (unseen) tuned_v2 − default ≥ −V2_COST, on R1 and R2 tuned_v2 − tuned_guarded ≥ −V2_COST, and its cost
+    is at most COST_GOAL final runs on every pair. None until every pair holds every cell.
+    """
+    each: dict[str, Any] = {}
+    for name in PAIRS:
+        entry = pairs.get(name, {})
+        v2 = entry.get("evidence", {}).get("tuning_v2")
+        if v2 is None:
+            continue
+        d = v2["minus_default"] if name == "R3" else v2.get("minus_tuned_guarded", {"difference": None, "n": 0})
+        cost = v2["cost_in_final_runs"]["mean"]
+        each[name] = {"against": "default" if name == "R3" else GUARDED, "difference": d["difference"], "runs": d["n"],
+                      "cost": cost, "complete": d["n"] == len(entry["students"]) * len(seeds)}
+    complete = all(name in each and each[name]["complete"] for name in PAIRS)
+    verdict = (all(each[n]["difference"] >= -V2_COST - 1e-9 and each[n]["cost"] <= COST_GOAL for n in PAIRS) if complete else None)
+    return {"rule": f"the tuner v2's settings ({V2}, tune.epochs 5) become train.py's defaults if over seeds {list(seeds)} "
+                    f"R3 tuned_v2 - default >= -{V2_COST}, R1 and R2 tuned_v2 - {GUARDED} >= -{V2_COST} point (mean test accuracy), "
+                    f"and its cost <= {COST_GOAL:g}x a final run on every pair", "pairs": each, "default": verdict}
 
 
 def fidelity_summary(records: list[dict[str, Any]], recipes: Sequence[str], epochs: Sequence[int], seeds: Sequence[int],
@@ -839,26 +933,28 @@ def summarise(out: Path, chosen: dict[str, Any], budgets: dict[str, dict[str, An
         if settings is None:
             continue
         teacher = next((r for r in records if r.get("kind") == "teacher"), {})
-        tuned = [r["definition"]["tune"] for r in records if r.get("recipe") == TUNED]
+        made = {recipe: [r["definition"]["tune"] for r in records if r.get("recipe") == recipe] for recipe in STUDIES}
         entry: dict[str, Any] = {
             "teacher": {"spec": settings["teacher"], "checkpoint": settings["teacher_checkpoint"], "test_acc": teacher.get("test_acc"),
                         "test_images": teacher.get("test_images")},
             "students": settings["students"], "train_images": settings["train_images"], "val_images": settings["val_images"],
             "epochs": settings["epochs"],
-            "budget": budgets.get(name) or (budget(tuned[-1]["trials"], tuned[-1]["epochs"], tuned[-1]["train_images"], settings["epochs"],
-                                                   settings["train_images"]) if tuned else None)}
+            "budget": {**{recipe: budget(t[-1]["trials"], t[-1]["epochs"], t[-1]["train_images"], settings["epochs"], settings["train_images"])
+                          for recipe, t in made.items() if t}, **budgets.get(name, {})}}
         if any(r.get("kind") == "final" and r["recipe"] in EVIDENCE[name] for r in records):
             entry["evidence"] = evidence_summary(records, name, work_dir(out) / name, settings["val_images"])
         epochs = {r["epochs"] for r in records if r.get("kind") == "short"}
         if "fidelity" in chosen["parts"] and name in chosen["pairs"]:
             epochs |= set(chosen["fidelity_epochs"])
-        if epochs:
+        if epochs and name in FIRST_PAIRS:
             entry["fidelity"] = fidelity_summary(records, recipes, sorted(epochs), chosen["fidelity_seeds"], TOLERANCE[name])
         pairs[name] = entry
     # This command's pairs first, in its order.
     result: dict[str, Any] = {"pairs": {n: pairs[n] for n in [*chosen["pairs"], *PAIRS] if n in pairs}}
     if any("guard" in e.get("evidence", {}) for e in result["pairs"].values()):
         result["switch_guard"] = guard_verdict(result["pairs"], chosen["seeds"])
+    if any("tuning_v2" in e.get("evidence", {}) for e in result["pairs"].values()):
+        result["tuner_v2"] = v2_verdict(result["pairs"], chosen["seeds"])
     fidelity = {n: e["fidelity"] for n, e in result["pairs"].items() if "fidelity" in e}
     if fidelity:
         epochs = sorted({int(e) for f in fidelity.values() for e in f})
@@ -884,19 +980,25 @@ def main(argv: Sequence[str]) -> int:
     threads = set_threads(args.threads)
     out = Path(args.out)
     protos = protocols(args, chosen["pairs"])
-    trials = {name: args.trials or trials_by_rule(p.epochs, p.train_images, args.tune_epochs, p.tune_images, args.budget)
-              for name, p in protos.items()}
-    for name, n in trials.items():
-        if n < 1:
-            raise DasError(f"the budget rule gives {name} no trial ({args.budget:g} × {protos[name].epochs} epochs × {protos[name].train_images} "
-                           f"images < {args.tune_epochs} tune epochs × {protos[name].tune_images} tune images); raise --budget or give --trials")
+    studies: dict[str, Studies] = {}
+    for name, p in protos.items():
+        studies[name] = {}
+        for recipe, tune_epochs in ((TUNED, args.tune_epochs), (TUNED_V2, args.v2_tune_epochs)):
+            if recipe not in chosen["recipes"]:
+                continue
+            n = args.trials or trials_by_rule(p.epochs, p.train_images, tune_epochs, p.tune_images, args.budget)
+            if n < 1:
+                raise DasError(f"the budget rule gives {name}'s {recipe} no trial ({args.budget:g} × {p.epochs} epochs × {p.train_images} "
+                               f"images < {tune_epochs} tune epochs × {p.tune_images} tune images); raise --budget or give --trials")
+            studies[name][recipe] = (n, tune_epochs)
     started = time.perf_counter()
-    pairs = {name: PairRuns(p, args, out, trials[name], chosen["logit_losses"]) for name, p in protos.items()}
+    pairs = {name: PairRuns(p, args, out, studies[name], chosen["logit_losses"]) for name, p in protos.items()}
     units = {name: plan(p, chosen["parts"], chosen["recipes"], chosen["seeds"], chosen["fidelity_seeds"], chosen["fidelity_epochs"])
              for name, p in protos.items()}
     teachers = {name: runs.teacher_record() for name, runs in pairs.items()}
 
-    budgets = {name: budget(trials[name], args.tune_epochs, p.tune_images, p.epochs, p.train_images) for name, p in protos.items()}
+    budgets = {name: {recipe: budget(n, e, p.tune_images, p.epochs, p.train_images) for recipe, (n, e) in studies[name].items()}
+               for name, p in protos.items()}
 
     def write() -> dict[str, Any]:
         result = {"benchmark": BENCHMARK, "complete": all(runs.find(u) is not None for n, runs in pairs.items() for u in units[n]),
@@ -910,10 +1012,10 @@ def main(argv: Sequence[str]) -> int:
     todo = {name: [u for u in units[name] if pairs[name].find(u) is None] for name in pairs}
     total = 0.0
     for name, runs in pairs.items():
-        seconds, said = estimate(todo[name], protos[name], speeds(runs.runs.records, protos[name], trials[name], args.tune_epochs),
-                                 trials[name], args.tune_epochs)
+        seconds, said = estimate(todo[name], protos[name], speeds(runs.runs.records, protos[name]), studies[name])
         total += seconds
-        print(f"{name}: {len(todo[name])} of {len(units[name])} runs to do ({trials[name]} trials per study); teacher "
+        sizes = ", ".join(f"{recipe} {n} trials of {e} epochs" for recipe, (n, e) in studies[name].items())
+        print(f"{name}: {len(todo[name])} of {len(units[name])} runs to do ({sizes}); teacher "
               f"{teachers[name]['test_acc']:.2f}% on {runs.sizes['test']} test images; train {runs.sizes['train']}, validate on "
               f"{runs.sizes['val']}; expected {seconds / 3600:.1f} h: {said}", flush=True)
     print(f"expected in all: {total / 3600:.1f} h on {threads} thread(s)", flush=True)
@@ -943,9 +1045,15 @@ def report(result: dict[str, Any]) -> None:
             goal, cost = ev["goals"]["accuracy"], ev["goals"]["cost"]
             print(f"goal {goal['rule']}: difference {fmt(goal['difference'], 2)} on {goal['n']} runs -> {goal['met']}; "
                   f"cost {fmt(cost['mean'], 2)}x a final run -> {cost['met']}")
+            if "tuning_v2" in ev:
+                goal, cost = ev["tuning_v2"]["goals"]["accuracy"], ev["tuning_v2"]["goals"]["cost"]
+                print(f"v2 goal {goal['rule']}: difference {fmt(goal['difference'], 2)} on {goal['n']} runs -> {goal['met']}; "
+                      f"cost {fmt(cost['mean'], 2)}x -> {cost['met']}; kept the configured recipe in {ev['tuning_v2']['kept_configured']}")
         for e, f in entry.get("fidelity", {}).items():
             print(f"{name} fidelity at {e} epoch(s): {f['cells']} cell(s), {len(f['recipes'])} recipes, ρ {fmt(f['rho'], 3)}, "
                   f"short best {f['best_short']}, full best {f['best_full']}, regret {fmt(f['regret'], 2)} -> safe {f['safe']}")
+    if "tuner_v2" in result:
+        print(f"tuner v2 ({result['tuner_v2']['rule']}): {result['tuner_v2']['default']}")
     if "safe_tune_epochs" in result:
         print(f"safe tune.epochs ({result['safe_tune_epochs']['rule']}): {result['safe_tune_epochs']['verdicts']}")
 

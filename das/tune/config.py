@@ -67,6 +67,11 @@ class TuneConfig:
             stages; null keeps model.feature_pairs.
         lr_factor: range of the learning rate as multiples of model.lr, drawn log-uniformly
             (so the same range suits SGD and AdamW); null keeps model.lr.
+        anchors: cosine scales tried as fixed trials right after the configured recipe, each the
+            configured recipe with only the cosine scale changed (0: the cosine term off); a
+            grid over the one setting that moved accuracy most in the measured pairs, so a few
+            trials cover its range whatever the sampler draws. Fixed trials are never pruned.
+            null or []: none.
         views: fixed augmented views of each training image in the trials' teacher cache
             (data.augment's crops and flips); 1: the images as loaded, unaugmented.
         switch_z: the best trial replaces the configured recipe (trial 0) only when its validation
@@ -91,6 +96,7 @@ class TuneConfig:
     cosine_off: bool = True
     feature_pairs: list[str] | None = field(default_factory=lambda: list(PAIRINGS))
     lr_factor: list[float] | None = field(default_factory=lambda: [0.25, 4.0])
+    anchors: list[float] | None = None
     views: int = 1
     switch_z: float = 1.645
     only: bool = False
@@ -122,6 +128,7 @@ class TuneConfig:
         self._check_range("lr_factor", 0.0, math.inf, "> 0 (multiples of model.lr, drawn log-uniformly)")
         if not isinstance(self.cosine_off, bool):
             raise DasError(f"tune.cosine_off={self.cosine_off!r} must be true or false")
+        self._check_anchors()
         if not (len(self.logit_losses) > 1 or (self.feature_pairs and len(self.feature_pairs) > 1)
                 or any(getattr(self, k) is not None for k in ("logit_weight", "temperature", "cosine_scale", "lr_factor"))):
             raise DasError(f"tune.trials={self.trials} but nothing is tuned: every range is null and every list has one choice; "
@@ -162,6 +169,30 @@ class TuneConfig:
             raise DasError(f"tune.{key}=[{low:g}, {high:g}]: both ends must be {accepted}")
         setattr(self, key, [low, high])
 
+    def _check_anchors(self) -> None:
+        anchors = self.anchors
+        if anchors is None or anchors == []:
+            self.anchors = None
+            return
+        if not isinstance(anchors, (list, tuple)) or not all(_number(a) and a >= 0 for a in anchors):
+            raise DasError(f"tune.anchors={anchors!r} must be a list of cosine scales >= 0 (0: the cosine term off), or null for none")
+        if self.cosine_scale is None:
+            raise DasError(f"tune.anchors={list(anchors)!r} needs a tune.cosine_scale range: anchors are cosine scales, "
+                           "and cosine_scale null leaves the scale as model.losses sets it")
+        low, high = self.cosine_scale
+        for a in anchors:
+            if a == 0 and not self.cosine_off:
+                raise DasError("tune.anchors holds 0 (the cosine term off) but tune.cosine_off is false; set cosine_off true or drop the 0")
+            if a != 0 and not low <= a <= high:
+                raise DasError(f"tune.anchors: {a:g} is outside tune.cosine_scale [{low:g}, {high:g}]; give anchors inside the range, or 0 for off")
+        if len(set(anchors)) != len(anchors):
+            raise DasError(f"tune.anchors={list(anchors)!r} names a scale twice; give each once")
+        self.anchors = [float(a) for a in anchors]
+
     def study_settings(self) -> dict[str, Any]:
-        """The settings that change what a trial computes (not how many trials, nor what happens after)."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k not in ("trials", "only", "tuned_for", "switch_z")}
+        """The settings that change what a trial computes (not how many trials, nor what happens after).
+
+        ``anchors`` is left out when there are none, so a study made before the option existed reads back.
+        """
+        skip = {"trials", "only", "tuned_for", "switch_z", *(() if self.anchors else ("anchors",))}
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}

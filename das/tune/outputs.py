@@ -29,7 +29,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from das.tune.study import CONFIGURED, OUTCOME, RECIPE, SECONDS, TuneResult, counted
+from das.tune.study import ANCHOR, CONFIGURED, OUTCOME, RECIPE, SECONDS, TuneResult, counted
 
 TRIALS_CSV = "trials.csv"
 BEST_JSON = "best.json"
@@ -67,7 +67,8 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
         recipe = t.user_attrs.get(RECIPE, {})
         rows.append({"trial": t.number, "outcome": outcome_of(t), "val_acc": t.value if t.value is not None else last,
                      "epochs": t.user_attrs.get("epochs", len(t.intermediate_values)), "seconds": t.user_attrs.get(SECONDS),
-                     "configured": bool(t.user_attrs.get(CONFIGURED, False)), **{p: t.params.get(p) for p in PARAMS},
+                     "configured": bool(t.user_attrs.get(CONFIGURED, False)), "anchor": t.user_attrs.get(ANCHOR),
+                     **{p: t.params.get(p) for p in PARAMS},
                      "lr": recipe.get("lr"), "losses": json.dumps(recipe.get("losses")) if recipe else None,
                      "worker": t.user_attrs.get("worker")})
     return rows
@@ -76,7 +77,7 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
 def write_trials_csv(study: optuna.Study, path: Path) -> Path:
     rows = trial_rows(study)
     out = io.StringIO()
-    fields = ["trial", "outcome", "val_acc", "epochs", "seconds", "configured", *PARAMS, "lr", "losses", "worker"]
+    fields = ["trial", "outcome", "val_acc", "epochs", "seconds", "configured", "anchor", *PARAMS, "lr", "losses", "worker"]
     writer = csv.DictWriter(out, fieldnames=fields)
     writer.writeheader()
     writer.writerows(rows)

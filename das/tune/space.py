@@ -154,6 +154,33 @@ class RecipeSpace:
                 return None
         return params
 
+    def anchor_params(self) -> list[tuple[float, dict[str, Any]]]:
+        """``tune.anchors`` as trials' params: the configured recipe with only the cosine scale changed.
+
+        An anchor equal to the configured recipe is left out (trial 0 is it); with the configured
+        recipe outside the ranges there are none (an anchor is the configured recipe plus one change).
+        A pairing is drawn only when a feature loss is on, so an anchor turning the cosine term on
+        takes model.feature_pairs (or the first allowed pairing when that one is not allowed), and one
+        turning it off drops the pairing unless another term reads feature maps.
+        """
+        base = self.default_params()
+        if base is None or not self.cfg.anchors:
+            return []
+        c, out = self.cfg, []
+        for scale in self.cfg.anchors:
+            params = {k: v for k, v in base.items() if k not in ("cosine", "cosine_scale", "feature_pairs")}
+            on = scale > 0
+            if c.cosine_off:
+                params["cosine"] = ON if on else OFF
+            if on:
+                params["cosine_scale"] = float(scale)
+            if c.feature_pairs is not None and (on or self._other_features()):
+                params["feature_pairs"] = base.get("feature_pairs", self.feature_pairs if self.feature_pairs in c.feature_pairs
+                                                   else c.feature_pairs[0])
+            if params != base:
+                out.append((float(scale), params))
+        return out
+
 
 def describe(recipe: dict[str, Any]) -> str:
     """A recipe in one short line: ``ce 0.39, kd 0.61 (T 3.2), cosine 215, stages, lr 0.071``."""

@@ -20,7 +20,9 @@ is its value), ``pruned`` (stopped by the pruner after an epoch) or ``diverged``
 NaN or infinite; recorded PRUNED so TPE ranks it below every finished trial and it is never
 chosen). A trial that raised, or that Ctrl-C interrupted, has none and is run again by the next
 process. The configured recipe is enqueued as the first trial when the ranges hold it (again if
-its process died), so the default is judged beside the recipes the sampler draws.
+its process died), so the default is judged beside the recipes the sampler draws; ``tune.anchors``
+follow it as fixed trials in the order given. Fixed trials are never pruned: the guard compares
+against the configured one, and an anchor is a point of a grid the study is meant to see whole.
 
 A study holding trials is read back only under the settings it was run with
 (:meth:`RecipeStudy.check_settings`): changing a range, the data or the schedule in the same run
@@ -55,6 +57,8 @@ LOCK = "study.lock"
 STUDY_NAME = "recipe"
 #: User attrs of a trial: how it ended (it counts once set), its recipe, its cost, whether it is the configured recipe.
 OUTCOME, RECIPE, SECONDS, CONFIGURED = "outcome", "recipe", "seconds", "configured"
+#: User attr of an anchor trial: its cosine scale (tune.anchors).
+ANCHOR = "anchor"
 COMPLETE, PRUNED, DIVERGED = "complete", "pruned", "diverged"
 #: Study user attr prefix: each process's seconds spent caching the teacher's outputs.
 CACHE_SECONDS = "cache_seconds:"
@@ -78,6 +82,15 @@ def make_pruner(name: str) -> optuna.pruners.BasePruner:
     if name == "halving":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
     return optuna.pruners.NopPruner()
+
+
+def next_fixed(fixed: list[tuple[dict[str, Any], dict[str, Any]]], trials: list[FrozenTrial]) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The first fixed trial (its user attrs and params) that no finished or pending trial holds yet, in order."""
+    for attrs, params in fixed:
+        key, value = next(iter(attrs.items()))
+        if not any(t.user_attrs.get(key) == value and (counted(t) or t.state in PENDING) for t in trials):
+            return attrs, params
+    return None
 
 
 def startup_trials(trials: int) -> int:
@@ -170,6 +183,8 @@ class RecipeStudy:
         """
         total = self.cfg.trials
         configured = space.default_params()
+        fixed = [({CONFIGURED: True}, configured)] if configured is not None else []
+        fixed += [({ANCHOR: scale}, params) for scale, params in space.anchor_params()]
         waiting = False
         while True:
             trial = None
@@ -181,9 +196,9 @@ class RecipeStudy:
                 if finished >= total:
                     break
                 if finished + running < total:
-                    if configured is not None and not any(t.user_attrs.get(CONFIGURED) and (counted(t) or t.state in PENDING) for t in trials):
-                        # First, and again if the process that ran it died: the configured recipe is always judged.
-                        self.study.enqueue_trial(configured, user_attrs={CONFIGURED: True})
+                    # First, and again if the process that ran one died: the configured recipe and the anchors are always judged.
+                    if (nxt := next_fixed(fixed, trials)) is not None:
+                        self.study.enqueue_trial(nxt[1], user_attrs=nxt[0])
                     # Seeded by the trials made so far: unique to this trial across processes, and the same on a rerun.
                     tpe = optuna.samplers.TPESampler(seed=self.cfg.seed + len(trials), n_startup_trials=startup_trials(total))
                     self.study.sampler = SearchSampler(tpe, self.storage)
@@ -204,6 +219,7 @@ class RecipeStudy:
     def _run_trial(self, trial: optuna.Trial, space: RecipeSpace, runs: ShortRuns, position: int, log: Callable[[str], None]) -> None:
         cfg = self.cfg
         acc, outcome, epoch = None, COMPLETE, 0
+        is_fixed = bool(trial.user_attrs.get(CONFIGURED)) or ANCHOR in trial.user_attrs
         try:
             recipe = space.recipe(space.suggest(trial))
             trial.set_user_attr(RECIPE, recipe)
@@ -215,7 +231,7 @@ class RecipeStudy:
                     break
                 acc = run.evaluate()
                 trial.report(acc, epoch)
-                if epoch < cfg.epochs and trial.should_prune():
+                if epoch < cfg.epochs and not is_fixed and trial.should_prune():
                     outcome = PRUNED
                     break
         except BaseException as err:  # not counted: the next run takes its place (a DasError or a bug is raised on)

@@ -63,7 +63,7 @@ def test_runs_summary_resume_and_refusals(tiny: list[str], tmp_path: Path, monke
     summary = json.loads((out / "res.json").read_text())
     assert summary["complete"] and list(summary["pairs"]) == ["R2", "R1"]  # the cheap pair first, as asked
     for name, pair in summary["pairs"].items():
-        assert pair["budget"]["trials"] == 2
+        assert pair["budget"]["tuned"]["trials"] == 2 and "tuned_v2" not in pair["budget"]  # not asked for
         assert set(pair["evidence"]["rows"]) == {"default", "tuned", "tuned_guarded", "alone"} | ({"s400"} if name == "R1" else set())
         assert pair["evidence"]["goals"]["accuracy"]["n"] == len(pair["students"])
         assert set(pair["fidelity"]) == {"1", "2"}
@@ -102,6 +102,52 @@ def test_runs_summary_resume_and_refusals(tiny: list[str], tmp_path: Path, monke
     assert "\n" not in str(err.value) + str(err2.value)
 
 
+def test_the_tuner_v2_on_r3(tiny: list[str], tmp_path: Path, one_thread) -> None:
+    """R3 (the population trainer on another sample) with the v2 study: anchors after the configured trial, no pruning, the guard on."""
+    argv = [*tiny, "--pairs", "R3", "--r3-students", str(tmp_path / "students.json"), "--r3-only", "1:3", "--parts", "evidence",
+            "--recipes", "default,s400,tuned_v2", "--v2-tune-epochs", "2", "--trials", "4"]
+    assert rt.main(argv) == 0
+    out = tmp_path / "out"
+    r3 = records(out / "res.R3.runs.jsonl")
+    finals = sorted((r["recipe"], r["student"]) for r in r3 if r["kind"] == "final")
+    students = sorted({s for _, s in finals})
+    assert len(students) == 2 and finals == sorted((name, s) for name in ("default", "s400", "tuned_v2") for s in students)
+    v2 = [r for r in r3 if r.get("recipe") == "tuned_v2"]
+    assert all(r["definition"]["tune"] == {"trials": 4, "epochs": 2, "train_images": 20, "logit_losses": ["kd"], **rt.V2} for r in v2)
+    assert all(r["tune"]["trials"] == {"complete": 4, "pruned": 0, "diverged": 0} for r in v2)
+    study = rt.work_dir(out / "res.json") / "R3" / f"tuned_v2-seed0-{rt.student_dir(students[0])}" / "tune" / "trials.csv"
+    rows = study.read_text().splitlines()
+    assert [row.split(",")[5:7] for row in rows[1:]] == [["True", ""], ["False", "0.0"], ["False", "10.0"], ["False", "100.0"]]
+    summary = json.loads((out / "res.json").read_text())
+    ev = summary["pairs"]["R3"]["evidence"]
+    assert ev["reference"] in ("default", "s400") and "fidelity" not in summary["pairs"]["R3"]
+    assert ev["tuning_v2"]["goals"]["accuracy"]["n"] == 2 and ev["tuning_v2"]["minus_default"]["n"] == 2
+    assert summary["tuner_v2"]["default"] is None  # R1 and R2 have no v2 runs here
+
+
+def test_the_tuner_v2_rule_and_r3_reference_by_hand() -> None:
+    # R3's reference: the better of default and s400 on the cells both hold.
+    recs = [final("default", 0, 50.0, "a"), final("default", 0, 60.0, "b"), final("s400", 0, 58.0, "a"), final("s400", 0, 53.0, "b"),
+            final("s400", 1, 10.0, "a")]  # a cell default lacks: not compared
+    assert rt.reference_recipe(recs, "R3") == "s400"  # 55.5 against 55.0
+    recs[3] = final("s400", 0, 51.0, "b")
+    assert rt.reference_recipe(recs, "R3") == "default"  # 54.5 against 55.0
+    assert rt.reference_recipe([], "R1") == "s400" and rt.reference_recipe([], "R3") == "default"
+
+    def pair(students: int, difference: float, n: int, cost: float, r3: bool = False) -> dict:
+        v2 = {"cost_in_final_runs": {"mean": cost}, "minus_default": {"difference": difference if r3 else -9.0, "n": n}}
+        if not r3:
+            v2["minus_tuned_guarded"] = {"difference": difference, "n": n}
+        return {"students": ["s"] * students, "evidence": {"tuning_v2": v2}}
+
+    good = {"R1": pair(1, -0.3, 2, 0.5), "R2": pair(8, 0.1, 16, 0.6), "R3": pair(4, -0.3, 8, 0.7, r3=True)}
+    assert rt.v2_verdict(good, [0, 1])["default"] is True
+    assert rt.v2_verdict({**good, "R3": pair(4, -0.31, 8, 0.7, r3=True)}, [0, 1])["default"] is False
+    assert rt.v2_verdict({**good, "R2": pair(8, 0.1, 16, 1.2)}, [0, 1])["default"] is False  # too costly
+    assert rt.v2_verdict({**good, "R1": pair(1, 2.0, 1, 0.5)}, [0, 1])["default"] is None  # R1's seed 1 missing
+    assert rt.v2_verdict({k: v for k, v in good.items() if k != "R3"}, [0, 1])["default"] is None
+
+
 def test_r1_runs_are_cifar10_distills_runs(tmp_path: Path, one_thread) -> None:
     """train.py with the benchmark's R1 command trains the weights cifar10_distill trains on the same settings: one protocol."""
     write_fake_cifar(tmp_path / "train.npz", 60)
@@ -114,7 +160,7 @@ def test_r1_runs_are_cifar10_distills_runs(tmp_path: Path, one_thread) -> None:
                                  "--no-progress", "--out", str(tmp_path / "c10" / "res.json")]) == 0
     args = rt.parse_args([*common, "--r1-teacher", "resnet20", "--r1-teacher-checkpoint", str(tmp_path / "teacher.th"),
                           "--r1-train-images", "40", "--r1-epochs", "1", "--no-progress", "--out", str(tmp_path / "rt" / "res.json")])
-    runs = rt.PairRuns(rt.protocols(args, ["R1"])["R1"], args, Path(args.out), 1, ["kd"])
+    runs = rt.PairRuns(rt.protocols(args, ["R1"])["R1"], args, Path(args.out), {"tuned": (1, 1), "tuned_v2": (1, 1)}, ["kd"])
     unit = rt.Unit("final", "default", 0, "resnet20", 1)
     root = runs.fresh_root(unit)
     runs.call_train_py(runs.train_argv(unit, root))
@@ -245,7 +291,9 @@ def test_budget_rule() -> None:
 
 @pytest.mark.parametrize("flags, message", [
     (["--parts", "evidence,bogus"], "--parts: unknown"),
-    (["--pairs", "R3"], "--pairs: unknown"),
+    (["--pairs", "R4"], "--pairs: unknown"),
+    (["--pairs", "R3", "--r3-only", "0:99"], "--r3-only '0:99' must satisfy 0 <= A < B <= 32"),
+    (["--v2-tune-epochs", "0"], "--v2-tune-epochs 0"),
     (["--recipes", "default,dkd"], "--recipes: unknown"),
     (["--seeds", "0,0"], "--seeds"),
     (["--fidelity-epochs", "0,3"], "--fidelity-epochs"),
@@ -256,7 +304,8 @@ def test_budget_rule() -> None:
     (["--val-images", "0"], "--val-images 0"),
     (["--r1-tune-images", "1"], "--r1-tune-images 1"),
     (["--r1-teacher-checkpoint", "missing.th"], "--r1-teacher-checkpoint missing.th not found"),
-    (["--budget", "0.01"], "the budget rule gives R2 no trial"),
+    (["--budget", "0.01"], "the budget rule gives R2's tuned no trial"),
+    (["--recipes", "tuned_v2", "--v2-tune-epochs", "9"], "the budget rule gives R2's tuned_v2 no trial"),
 ])
 def test_bad_arguments_are_one_line(tiny: list[str], flags: list[str], message: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(rt, "PairRuns", lambda *a, **k: pytest.fail("data were read before the arguments were checked"))

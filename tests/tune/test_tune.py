@@ -25,7 +25,8 @@ from das.errors import DasError
 from das.storage import journal_storage
 from das.tune import command as train
 from das.tune.config import TuneConfig, logit_losses
-from das.tune.study import CONFIGURED, OUTCOME, RECIPE, STUDY_NAME, counted, switch_margin
+from das.tune.space import RecipeSpace
+from das.tune.study import ANCHOR, CONFIGURED, OUTCOME, RECIPE, STUDY_NAME, counted, switch_margin
 
 ROOT = Path(__file__).resolve().parents[2]
 #: A tiny student and teacher on 8×8 digits (as tests/cli/test_train_cli.py), no baseline: seconds per run.
@@ -196,6 +197,11 @@ BAD_TUNE = [
     (["--tune.trials", "2", "--tune.feature_pairs", "[final, final]"], "names a choice twice"),
     (["--tune.trials", "2", "--tune.pruner", "medain"], "did you mean 'median'?"),
     (["--tune.trials", "2", "--tune.switch_z", "-1"], "tune.switch_z=-1 must be a finite number >= 0"),
+    (["--tune.trials", "2", "--tune.anchors", "[0, 5000]"], "tune.anchors: 5000 is outside tune.cosine_scale [0.1, 1000]"),
+    (["--tune.trials", "2", "--tune.anchors", "[0]", "--tune.cosine_off", "false"], "tune.anchors holds 0 (the cosine term off)"),
+    (["--tune.trials", "2", "--tune.anchors", "[10, 10]"], "tune.anchors=[10.0, 10.0] names a scale twice"),
+    (["--tune.trials", "2", "--tune.anchors", "[-1]"], "tune.anchors=[-1.0] must be a list of cosine scales >= 0"),
+    (["--tune.trials", "2", "--tune.anchors", "[10]", "--tune.cosine_scale", "null"], "tune.anchors=[10.0] needs a tune.cosine_scale range"),
     (["--tune.trials", "2", "--data.val_fraction", "0"], "but data.val_fraction=0"),
     (["--tune.trials", "2", "--model.teacher", "null"], "model.teacher is null"),
     (["--tune.trials", "2", "--data.val_fraction", "0.001"], "holds out 0 of the 1438 training images"),
@@ -324,3 +330,42 @@ def test_the_guard_keeps_the_configured_trial_within_the_margin_and_switches_bey
     assert switched.trial == 1 and switched.recipe == {"lr": 0.1} and switched.kept is None and switched.configured_val_acc == 29.0
     unguarded = study(30.0, 0.0, "c").result({"lr": 0.05}, 1000)
     assert unguarded.trial == 1 and unguarded.kept is None
+
+
+DEFAULT_LOSSES = {"ce": 0.5, "kd": {"weight": 0.5, "temperature": 4.0}, "cosine": {"weight": 1.0, "scale": 1.0}}
+
+
+def test_an_anchor_is_the_configured_recipe_with_only_the_cosine_scale_changed() -> None:
+    space = RecipeSpace(TuneConfig(trials=6, anchors=[0, 1, 25]), DEFAULT_LOSSES, "stages", 0.05)
+    base = space.default_params()
+    anchors = dict(space.anchor_params())
+    assert list(anchors) == [0.0, 25.0]  # scale 1 is the configured recipe itself: trial 0
+    off, on = anchors[0.0], anchors[25.0]
+    assert off == {k: v for k, v in base.items() if k not in ("cosine_scale", "feature_pairs")} | {"cosine": "off"}
+    assert on == base | {"cosine_scale": 25.0}
+    assert space.recipe(off) == {"losses": {"ce": 0.5, "kd": {"weight": 0.5, "temperature": 4.0}}, "feature_pairs": "stages", "lr": 0.05}
+    assert space.recipe(on)["losses"]["cosine"] == {"weight": 1.0, "scale": 25.0} and space.recipe(on)["feature_pairs"] == "stages"
+    # The configured recipe without a cosine term: an anchor turning it on takes model.feature_pairs.
+    plain_kd = RecipeSpace(TuneConfig(trials=6, anchors=[0, 400]), {"ce": 0.5, "kd": {"weight": 0.5, "temperature": 4.0}}, "final", 0.05)
+    assert [scale for scale, _ in plain_kd.anchor_params()] == [400.0]
+    assert dict(plain_kd.anchor_params())[400.0]["feature_pairs"] == "final"
+    # No anchors, or none given: the settings a study was made with before the option existed still read back.
+    assert "anchors" not in TuneConfig(trials=2).study_settings() and TuneConfig(trials=2, anchors=[]).anchors is None
+    assert TuneConfig(trials=2, anchors=[0, 10]).study_settings()["anchors"] == [0.0, 10.0]
+
+
+def test_the_anchors_follow_the_configured_trial_in_order_and_fixed_trials_are_never_pruned(tmp_path, monkeypatch, one_thread) -> None:
+    """A pruner that stops every trial it is asked about: only the drawn trial is stopped."""
+    monkeypatch.setattr(optuna.Trial, "should_prune", lambda self: True)
+    run = tmp_path / "run"
+    argv = [*TINY, "--tune.trials", "4", "--tune.epochs", "2", "--tune.train_images", "200", "--tune.anchors", "[0, 100]",
+            "--tune.only", "true", "--trainer.default_root_dir", str(run)]
+    assert guarded(train.main, argv) == 0
+    trials = sorted(load(run).trials, key=lambda t: t.number)
+    assert [t.user_attrs.get(CONFIGURED, False) for t in trials] == [True, False, False, False]
+    assert [t.user_attrs.get(ANCHOR) for t in trials] == [None, 0.0, 100.0, None]
+    assert "cosine" not in trials[1].user_attrs[RECIPE]["losses"] and trials[2].user_attrs[RECIPE]["losses"]["cosine"]["scale"] == 100.0
+    assert [t.user_attrs[OUTCOME] for t in trials] == ["complete", "complete", "complete", "pruned"]
+    assert [t.user_attrs["epochs"] for t in trials] == [2, 2, 2, 1]
+    rows = (run / "tune" / "trials.csv").read_text().splitlines()
+    assert rows[0].split(",")[5:7] == ["configured", "anchor"] and rows[2].split(",")[6] == "0.0"

@@ -1043,8 +1043,9 @@ def report(result: dict[str, Any]) -> None:
             print(f"\n{name}: teacher {entry['teacher']['test_acc']:.2f}%; evidence")
             print_table(["recipe", "runs", "test % (mean ± std of seeds)", "gain vs alone"], rows)
             goal, cost = ev["goals"]["accuracy"], ev["goals"]["cost"]
-            print(f"goal {goal['rule']}: difference {fmt(goal['difference'], 2)} on {goal['n']} runs -> {goal['met']}; "
-                  f"cost {fmt(cost['mean'], 2)}x a final run -> {cost['met']}")
+            if goal["n"]:
+                print(f"goal {goal['rule']}: difference {fmt(goal['difference'], 2)} on {goal['n']} runs -> {goal['met']}; "
+                      f"cost {fmt(cost['mean'], 2)}x a final run -> {cost['met']}")
             if "tuning_v2" in ev:
                 goal, cost = ev["tuning_v2"]["goals"]["accuracy"], ev["tuning_v2"]["goals"]["cost"]
                 print(f"v2 goal {goal['rule']}: difference {fmt(goal['difference'], 2)} on {goal['n']} runs -> {goal['met']}; "

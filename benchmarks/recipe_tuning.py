@@ -927,7 +927,7 @@ def summarise(out: Path, chosen: dict[str, Any], budgets: dict[str, dict[str, An
     evidence recipe, a fidelity entry once it has a short run (or this command runs them).
     """
     pairs: dict[str, Any] = {}
-    recipes = [r for r in FIDELITY if r in chosen["recipes"]]
+    recipes = list(FIDELITY)  # every recorded one, whatever this command's --recipes (a recipe without runs is left out)
     for name in PAIRS:
         settings, records = read_results(runs_path(out, name))
         if settings is None:

@@ -78,6 +78,10 @@ def test_runs_summary_resume_and_refusals(tiny: list[str], tmp_path: Path, monke
     monkeypatch.setattr(StudentRun, "train_epochs", lambda self, n: pytest.fail("a finished run was trained again"))
     assert rt.main(tiny) == 0
     assert {p: p.read_text() for p in files} == files
+    # A command for fewer recipes or parts still summarises every recorded run.
+    assert rt.main([*tiny, "--recipes", "default", "--parts", "evidence"]) == 0
+    again = json.loads((out / "res.json").read_text())
+    assert all(again["pairs"][n]["fidelity"] == summary["pairs"][n]["fidelity"] for n in ("R1", "R2"))
 
     # A run killed while its line was written: the cut line is dropped and that run alone is trained again.
     path = out / "res.R2.runs.jsonl"

@@ -799,7 +799,31 @@ def tuning_summary(records: list[dict[str, Any]], recipe: str, reference: str, t
     return out
 
 
-def evidence_summary(records: list[dict[str, Any]], pair: str, work: Path | None = None, val_images: int = 0) -> dict[str, Any]:
+def configured_replay(records: list[dict[str, Any]], recipe: str, lr: float) -> dict[str, Any]:
+    """``recipe``'s mean test accuracy with each run whose study chose the default recipe replaced by the ``default`` run.
+
+    Such a final run is the default run's training, except where the two ran under other thread
+    counts (float rounding then moves a student by a point or two): the replay removes that noise
+    from the comparison with the default, as the guard's replay does.
+    """
+    defaults = final_cells(records, "default")
+    configured = json.loads(json.dumps(model_recipe("default", lr)))
+    accs, same, noise = [], 0, []
+    for key, r in sorted(final_cells(records, recipe).items()):
+        chosen = {k: r["tune"]["recipe"].get(k) for k in ("losses", "feature_pairs", "lr")}
+        if key in defaults and chosen == configured:
+            same += 1
+            noise.append(r["test_acc"] - defaults[key]["test_acc"])
+            accs.append(defaults[key]["test_acc"])
+        else:
+            accs.append(r["test_acc"])
+    return {"mean": statistics.fmean(accs) if accs else None, "runs": len(accs), "chose_default": same,
+            "own_minus_default_where_same": {"mean": statistics.fmean(noise) if noise else None, "min": min(noise, default=None),
+                                             "max": max(noise, default=None)}}
+
+
+def evidence_summary(records: list[dict[str, Any]], pair: str, work: Path | None = None, val_images: int = 0,
+                     lr: float | None = None) -> dict[str, Any]:
     alone = {k: r["test_acc"] for k, r in final_cells(records, "alone").items()}
     decisions, guarded = guard_replay(records, work, val_images) if work is not None else ([], [])
     records = [*records, *guarded]
@@ -815,6 +839,8 @@ def evidence_summary(records: list[dict[str, Any]], pair: str, work: Path | None
         out["tuning_v2"]["minus_default"] = difference(records, TUNED_V2, "default")
         if final_cells(records, GUARDED):
             out["tuning_v2"]["minus_tuned_guarded"] = difference(records, TUNED_V2, GUARDED)
+        if lr is not None:
+            out["tuning_v2"]["default_replayed"] = configured_replay(records, TUNED_V2, lr)
     if decisions:
         reference = difference(records, GUARDED, REFERENCE[pair])
         reference.update(met=None if reference["difference"] is None else reference["difference"] >= -TOLERANCE[pair] - 1e-9)
@@ -942,7 +968,7 @@ def summarise(out: Path, chosen: dict[str, Any], budgets: dict[str, dict[str, An
             "budget": {**{recipe: budget(t[-1]["trials"], t[-1]["epochs"], t[-1]["train_images"], settings["epochs"], settings["train_images"])
                           for recipe, t in made.items() if t}, **budgets.get(name, {})}}
         if any(r.get("kind") == "final" and r["recipe"] in EVIDENCE[name] for r in records):
-            entry["evidence"] = evidence_summary(records, name, work_dir(out) / name, settings["val_images"])
+            entry["evidence"] = evidence_summary(records, name, work_dir(out) / name, settings["val_images"], settings["lr"])
         epochs = {r["epochs"] for r in records if r.get("kind") == "short"}
         if "fidelity" in chosen["parts"] and name in chosen["pairs"]:
             epochs |= set(chosen["fidelity_epochs"])

@@ -316,3 +316,18 @@ def test_bad_arguments_are_one_line(tiny: list[str], flags: list[str], message: 
     with pytest.raises(DasError, match=message) as err:
         rt.main([*tiny, *flags])
     assert "\n" not in str(err.value)
+
+
+def test_a_v2_run_on_the_default_recipe_is_replayed_as_the_default_run() -> None:
+    """Same recipe, other thread count: the replay takes the default run's accuracy; a switched run keeps its own."""
+    default = rt.model_recipe("default", 0.05)
+    other = {**default, "lr": 0.1}
+
+    def v2(acc: float, student: str, recipe: dict) -> dict:
+        return final("tuned_v2", 0, acc, student, tune={"recipe": recipe, "seconds": 1.0, "final_seconds": 2.0, "val_acc": 1.0,
+                                                        "trials": {}, "fallback": None, "kept": None})
+    recs = [final("default", 0, 40.0, "a"), final("default", 0, 50.0, "b"), v2(41.5, "a", default), v2(55.0, "b", other)]
+    replay = rt.configured_replay(recs, "tuned_v2", 0.05)
+    assert replay["mean"] == pytest.approx((40.0 + 55.0) / 2) and replay["chose_default"] == 1
+    assert replay["own_minus_default_where_same"]["mean"] == pytest.approx(1.5)
+    assert rt.evidence_summary(recs, "R2", lr=0.05)["tuning_v2"]["default_replayed"] == replay

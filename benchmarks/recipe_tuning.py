@@ -531,8 +531,8 @@ class PairRuns:
             trials, epochs = self.studies[unit.recipe]
             argv += ["--tune.trials", str(trials), "--tune.epochs", str(epochs), "--tune.train_images", str(p.tune_images),
                      "--tune.seed", str(unit.seed), "--tune.logit_losses", json.dumps(self.losses)]
-            if unit.recipe == TUNED:
-                argv += ["--tune.switch_z", "0"]  # the study's own best, as every record was made: the guard is replayed
+            if unit.recipe == TUNED:  # the study as first shipped, which every record was made with: the guard is replayed
+                argv += ["--tune.switch_z", "0", "--tune.pruner", "median", "--tune.anchors", "null"]
             else:  # the tuner v2 as it would ship: anchors, no pruning, the guard on
                 argv += ["--tune.anchors", json.dumps(V2["anchors"]), "--tune.pruner", V2["pruner"], "--tune.switch_z", repr(V2["switch_z"])]
             if tune_only:

@@ -23,6 +23,9 @@ from das.errors import DasError, close_matches_hint
 PRUNERS = ("median", "halving", "none")
 #: The feature pairings a trial may choose (a list of named pairs is not tuned: set model.feature_pairs).
 PAIRINGS = ("final", "stages")
+#: The anchors by default (docs/decisions.md, the tuner v2): scale 0 (off) and one per decade above the default scale 1.
+#: Those the ranges leave out (cosine_scale null, a narrower range, cosine_off false) are dropped, not refused.
+DEFAULT_ANCHORS = (0.0, 10.0, 100.0, 1000.0)
 
 
 def logit_losses() -> list[str]:
@@ -52,8 +55,9 @@ class TuneConfig:
             images; null: all of them.
         seed: seed of the sampler, of the subset and of every trial's batch order; every trial
             starts from the same initial student weights.
-        pruner: median (stop a trial below the median of finished trials at the same epoch),
-            halving (successive halving) or none.
+        pruner: none (every trial runs its epochs: with the number of trials fixed, pruning lowers
+            the cost, not the regret), median (stop a trial below the median of finished trials at
+            the same epoch) or halving (successive halving).
         logit_losses: the teacher logit losses a trial may choose from (registered names that
             read the teacher's logits: kd, dkd).
         logit_weight: range of the logit loss's share of the logit terms (the KD weight): the
@@ -71,7 +75,7 @@ class TuneConfig:
             configured recipe with only the cosine scale changed (0: the cosine term off); a
             grid over the one setting that moved accuracy most in the measured pairs, so a few
             trials cover its range whatever the sampler draws. Fixed trials are never pruned.
-            null or []: none.
+            null or []: none. The defaults outside the cosine ranges are dropped.
         views: fixed augmented views of each training image in the trials' teacher cache
             (data.augment's crops and flips); 1: the images as loaded, unaugmented.
         switch_z: the best trial replaces the configured recipe (trial 0) only when its validation
@@ -85,10 +89,10 @@ class TuneConfig:
     """
 
     trials: int = 0
-    epochs: int = 3
+    epochs: int = 5
     train_images: int | None = None
     seed: int = 0
-    pruner: str = "median"
+    pruner: str = "none"
     logit_losses: list[str] = field(default_factory=lambda: ["kd"])
     logit_weight: list[float] | None = field(default_factory=lambda: [0.1, 0.9])
     temperature: list[float] | None = field(default_factory=lambda: [1.0, 8.0])
@@ -96,7 +100,7 @@ class TuneConfig:
     cosine_off: bool = True
     feature_pairs: list[str] | None = field(default_factory=lambda: list(PAIRINGS))
     lr_factor: list[float] | None = field(default_factory=lambda: [0.25, 4.0])
-    anchors: list[float] | None = None
+    anchors: list[float] | None = field(default_factory=lambda: list(DEFAULT_ANCHORS))
     views: int = 1
     switch_z: float = 1.645
     only: bool = False
@@ -171,7 +175,10 @@ class TuneConfig:
 
     def _check_anchors(self) -> None:
         anchors = self.anchors
-        if anchors is None or anchors == []:
+        if isinstance(anchors, (list, tuple)) and tuple(anchors) == DEFAULT_ANCHORS:  # the defaults: keep those the ranges hold
+            low, high = self.cosine_scale or (math.inf, -math.inf)
+            anchors = [a for a in anchors if (a == 0 and self.cosine_off and self.cosine_scale is not None) or low <= a <= high]
+        if anchors is None or len(anchors) == 0:
             self.anchors = None
             return
         if not isinstance(anchors, (list, tuple)) or not all(_number(a) and a >= 0 for a in anchors):

@@ -37,7 +37,7 @@ TINY = [
     "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false", "--trainer.enable_model_summary", "false",
     "--trainer.max_epochs", "2", "--baseline", "false",
 ]
-#: Four trials of two epochs on 200 training images (the median pruner may stop the fourth after its first).
+#: Four trials of two epochs on 200 training images: the configured recipe and the default anchors 0, 10 and 100.
 TUNE = ["--tune.trials", "4", "--tune.epochs", "2", "--tune.train_images", "200"]
 #: What a recipe is made of, and every other argument of the module, which the tuned YAML must give back.
 MODEL_KEYS = ("student", "teacher", "teacher_checkpoint", "losses", "feature_pairs", "optimizer", "lr", "momentum", "nesterov",
@@ -350,7 +350,13 @@ def test_an_anchor_is_the_configured_recipe_with_only_the_cosine_scale_changed()
     assert [scale for scale, _ in plain_kd.anchor_params()] == [400.0]
     assert dict(plain_kd.anchor_params())[400.0]["feature_pairs"] == "final"
     # No anchors, or none given: the settings a study was made with before the option existed still read back.
-    assert "anchors" not in TuneConfig(trials=2).study_settings() and TuneConfig(trials=2, anchors=[]).anchors is None
+    assert "anchors" not in TuneConfig(trials=2, anchors=None).study_settings() and TuneConfig(trials=2, anchors=[]).anchors is None
+    # The default anchors (the tuner v2's): those the ranges leave out are dropped, not refused; given ones are checked.
+    assert TuneConfig(trials=2).anchors == [0.0, 10.0, 100.0, 1000.0]
+    assert TuneConfig(trials=2, cosine_scale=None).anchors is None and TuneConfig(trials=2, cosine_off=False).anchors == [10.0, 100.0, 1000.0]
+    assert TuneConfig(trials=2, cosine_scale=[0.5, 50.0]).anchors == [0.0, 10.0]
+    with pytest.raises(DasError, match="100 is outside"):
+        TuneConfig(trials=2, cosine_scale=[0.5, 50.0], anchors=[0, 100])
     assert TuneConfig(trials=2, anchors=[0, 10]).study_settings()["anchors"] == [0.0, 10.0]
 
 

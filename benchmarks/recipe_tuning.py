@@ -205,8 +205,8 @@ PRIOR_SPEED = {("R1", "final"): 150.0, ("R1", "short"): 230.0, ("R2", "final"): 
                ("R3", "final"): 500.0, ("R3", "short"): 500.0}
 
 SMOKE = {"r1_train_images": 400, "r2_train_images": 400, "val_images": 200, "test_images": 500, "r1_epochs": 1, "r2_epochs": 1,
-         "tune_epochs": 1, "v2_tune_epochs": 2, "fidelity_epochs": "1,2", "r3_only": "8:9", "r1_tune_images": 100, "r2_tune_images": 100, "r2_views": 2, "r2_only": "6:8",
-         "seeds": "0", "fidelity_seeds": "0", "warmup_epochs": 0.0, "batch_size": 32}
+         "tune_epochs": 1, "v2_tune_epochs": 2, "fidelity_epochs": "1,2", "r1_tune_images": 100, "r2_tune_images": 100, "r2_views": 2,
+         "r2_only": "6:8", "r3_only": "8:9", "seeds": "0", "fidelity_seeds": "0", "warmup_epochs": 0.0, "batch_size": 32}
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
@@ -342,8 +342,8 @@ def check_args(args: argparse.Namespace) -> dict[str, Any]:
     losses = parse_list(args.logit_losses, "logit-losses")
     if bad := [x for x in losses if x not in logit_losses()]:
         raise DasError(f"--logit-losses: {bad} are not registered logit losses; choose from {', '.join(logit_losses())}")
-    for key in ("r1_train_images", "r2_train_images", "val_images", "r1_epochs", "r2_epochs", "tune_epochs", "v2_tune_epochs", "batch_size", "r2_views",
-                "r2_image_size"):
+    for key in ("r1_train_images", "r2_train_images", "val_images", "r1_epochs", "r2_epochs", "tune_epochs", "v2_tune_epochs", "batch_size",
+                "r2_views", "r2_image_size"):
         if getattr(args, key) < 1:
             raise DasError(f"--{key.replace('_', '-')} {getattr(args, key)} must be at least 1")
     for key in ("r1_tune_images", "r2_tune_images"):
@@ -828,13 +828,13 @@ def evidence_summary(records: list[dict[str, Any]], pair: str, work: Path | None
     decisions, guarded = guard_replay(records, work, val_images) if work is not None else ([], [])
     records = [*records, *guarded]
     rows = {name: row(records, name, alone) for name in (*EVIDENCE[pair], GUARDED) if final_cells(records, name)}
-    reference = reference_recipe(records, pair)
-    out: dict[str, Any] = {"rows": rows, "reference": reference}
-    tuning = tuning_summary(records, TUNED, reference, TOLERANCE[pair])
+    ref = reference_recipe(records, pair)
+    out: dict[str, Any] = {"rows": rows, "reference": ref}
+    tuning = tuning_summary(records, TUNED, ref, TOLERANCE[pair])
     out["goals"] = tuning.pop("goals")
     out["tuning"] = tuning
     if final_cells(records, TUNED_V2):
-        out["tuning_v2"] = tuning_summary(records, TUNED_V2, reference, TOLERANCE[pair])
+        out["tuning_v2"] = tuning_summary(records, TUNED_V2, ref, TOLERANCE[pair])
         out["tuning_v2"]["kept_configured"] = sum(c["kept"] is not None for c in out["tuning_v2"]["chosen"])
         out["tuning_v2"]["minus_default"] = difference(records, TUNED_V2, "default")
         if final_cells(records, GUARDED):
@@ -842,7 +842,7 @@ def evidence_summary(records: list[dict[str, Any]], pair: str, work: Path | None
         if lr is not None:
             out["tuning_v2"]["default_replayed"] = configured_replay(records, TUNED_V2, lr)
     if decisions:
-        reference = difference(records, GUARDED, REFERENCE[pair])
+        reference = difference(records, GUARDED, ref)
         reference.update(met=None if reference["difference"] is None else reference["difference"] >= -TOLERANCE[pair] - 1e-9)
         # The replay's premise, checked where the study itself chose the configured recipe: that tuned run is the default run.
         same = [abs(d["tuned_test_acc"] - d["default_test_acc"]) for d in decisions if d["study_chose_configured"]]

@@ -35,7 +35,9 @@ learning rate up instead; docs/reference.md); ``tuned``, what ``train.py --tune.
 and ``tuned_v2``, the tuner v2 fixed in docs/decisions.md before any of its runs: ``--tune.anchors
 [0,10,100,1000] --tune.pruner none --tune.epochs 5`` (``--v2-tune-epochs``) with the guard on,
 its trials by the same budget rule (R1 9, R2 and R3 6). ``tuner_v2`` in the summary applies its
-rule (:func:`v2_verdict`).
+rule (:func:`v2_verdict`). ``tuned_v3``, the tuner v3 fixed in docs/decisions.md before any of its
+runs: the v2 with ``--tune.refine 4`` (after the anchors, trials that bisect the cosine scale around
+the best one); ``tuner_v3`` applies its rule (:func:`v3_verdict`).
 
 **Parts** (``--parts``):
 
@@ -184,14 +186,21 @@ TUNED = "tuned"
 TUNED_V2 = "tuned_v2"
 V2 = {"anchors": [0.0, 10.0, 100.0, 1000.0], "pruner": "none", "switch_z": 1.645}
 V2_COST = 0.3
+#: The tuner v3 (docs/decisions.md, fixed before any of its runs): the v2 with the drawn trials after the anchors replaced by
+#: up to 4 refinements of the cosine scale. tune.refine 4 becomes train.py's default if V3_COST allows.
+TUNED_V3 = "tuned_v3"
+V3 = {**V2, "refine": 4}
+V3_COST = 0.3
 #: The recipes whose run is a study (train.py --tune.trials) and then a final run.
-STUDIES = (TUNED, TUNED_V2)
+STUDIES = (TUNED, TUNED_V2, TUNED_V3)
+#: What each study recipe adds to the study's size in its records (TUNED: nothing, as first shipped).
+STUDY_SETTINGS: dict[str, dict[str, Any]] = {TUNED: {}, TUNED_V2: V2, TUNED_V3: V3}
 #: The tuned runs replayed under the switching guard (docs/decisions.md): the configured recipe unless the best trial
 #: beats it by more than GUARD_Z standard errors; it becomes train.py's default if it costs no pair more than GUARD_COST.
 GUARDED, GUARD_Z, GUARD_COST = "tuned_guarded", 1.645, 0.3
 #: The recipes of the evidence part, in the order they train (the comparison of the goal first).
-EVIDENCE = {"R1": ("default", "s400", TUNED, "alone", "kd", "dkd_b8", "dkd_b2", TUNED_V2), "R2": ("default", TUNED, "alone", TUNED_V2),
-            "R3": ("default", "s400", TUNED_V2)}
+EVIDENCE = {"R1": ("default", "s400", TUNED, "alone", "kd", "dkd_b8", "dkd_b2", TUNED_V2, TUNED_V3),
+            "R2": ("default", TUNED, "alone", TUNED_V2, TUNED_V3), "R3": ("default", "s400", TUNED_V2, TUNED_V3)}
 #: The fixed recipes of the fidelity part: the tuner's dimensions (cosine scale 0/1/25/400, pairing, KD temperature, the
 #: learning rate, the logit loss), both pairs.
 FIDELITY = ("kd", "kd_t1", "default", "default_lr4", "s25_final", "s400", "s400_final", "dkd_b8", "dkd_b2")
@@ -413,7 +422,7 @@ def plan(p: Protocol, parts: list[str], recipes: list[str], seeds: list[int], fi
     return units
 
 
-#: A study's size: its trials and tune.epochs, by recipe (TUNED, TUNED_V2).
+#: A study's size: its trials and tune.epochs, by recipe (TUNED, TUNED_V2, TUNED_V3).
 Studies = dict[str, tuple[int, int]]
 
 
@@ -422,7 +431,7 @@ def definition(recipe: str, studies: Studies, tune_images: int, losses: list[str
     if recipe in STUDIES:
         trials, epochs = studies[recipe]
         tune = {"trials": trials, "epochs": epochs, "train_images": tune_images, "logit_losses": losses}
-        return {"tune": tune if recipe == TUNED else {**tune, **V2}}
+        return {"tune": {**tune, **STUDY_SETTINGS[recipe]}}
     return RECIPES[recipe]
 
 
@@ -533,8 +542,10 @@ class PairRuns:
                      "--tune.seed", str(unit.seed), "--tune.logit_losses", json.dumps(self.losses)]
             if unit.recipe == TUNED:  # the study as first shipped, which every record was made with: the guard is replayed
                 argv += ["--tune.switch_z", "0", "--tune.pruner", "median", "--tune.anchors", "null"]
-            else:  # the tuner v2 as it would ship: anchors, no pruning, the guard on
-                argv += ["--tune.anchors", json.dumps(V2["anchors"]), "--tune.pruner", V2["pruner"], "--tune.switch_z", repr(V2["switch_z"])]
+            else:  # the tuner v2 (v3) as it would ship: anchors, (refinements,) no pruning, the guard on
+                v = STUDY_SETTINGS[unit.recipe]
+                argv += ["--tune.anchors", json.dumps(v["anchors"]), "--tune.pruner", v["pruner"], "--tune.switch_z", repr(v["switch_z"]),
+                         "--tune.refine", str(v.get("refine", 0))]
             if tune_only:
                 argv += ["--tune.only", "true"]
         return argv
@@ -841,6 +852,11 @@ def evidence_summary(records: list[dict[str, Any]], pair: str, work: Path | None
             out["tuning_v2"]["minus_tuned_guarded"] = difference(records, TUNED_V2, GUARDED)
         if lr is not None:
             out["tuning_v2"]["default_replayed"] = configured_replay(records, TUNED_V2, lr)
+    if final_cells(records, TUNED_V3):
+        out["tuning_v3"] = tuning_summary(records, TUNED_V3, ref, TOLERANCE[pair])
+        out["tuning_v3"]["kept_configured"] = sum(c["kept"] is not None for c in out["tuning_v3"]["chosen"])
+        out["tuning_v3"]["minus_default"] = difference(records, TUNED_V3, "default")
+        out["tuning_v3"]["minus_tuned_v2"] = difference(records, TUNED_V3, TUNED_V2)
     if decisions:
         reference = difference(records, GUARDED, ref)
         reference.update(met=None if reference["difference"] is None else reference["difference"] >= -TOLERANCE[pair] - 1e-9)
@@ -890,6 +906,26 @@ def v2_verdict(pairs: dict[str, Any], seeds: Sequence[int]) -> dict[str, Any]:
     return {"rule": f"the tuner v2's settings ({V2}, tune.epochs 5) become train.py's defaults if over seeds {list(seeds)} "
                     f"R3 tuned_v2 - default >= -{V2_COST}, R1 and R2 tuned_v2 - {GUARDED} >= -{V2_COST} point (mean test accuracy), "
                     f"and its cost <= {COST_GOAL:g}x a final run on every pair", "pairs": each, "default": verdict}
+
+
+def v3_verdict(pairs: dict[str, Any], seeds: Sequence[int]) -> dict[str, Any]:
+    """docs/decisions.md's rule for the tuner v3, over both seeds: tune.refine 4 becomes train.py's default if on
+    R1, R2 and R3 tuned_v3 − tuned_v2 ≥ −V3_COST and its cost is at most COST_GOAL final runs. None until every pair holds every cell.
+    """
+    each: dict[str, Any] = {}
+    for name in PAIRS:
+        entry = pairs.get(name, {})
+        v3 = entry.get("evidence", {}).get("tuning_v3")
+        if v3 is None:
+            continue
+        d, cost = v3["minus_tuned_v2"], v3["cost_in_final_runs"]["mean"]
+        each[name] = {"against": TUNED_V2, "difference": d["difference"], "runs": d["n"], "cost": cost,
+                      "complete": d["n"] == len(entry["students"]) * len(seeds)}
+    complete = all(name in each and each[name]["complete"] for name in PAIRS)
+    verdict = all(each[n]["difference"] >= -V3_COST - 1e-9 and each[n]["cost"] <= COST_GOAL for n in PAIRS) if complete else None
+    return {"rule": f"tune.refine {V3['refine']} becomes train.py's default if over seeds {list(seeds)} on every pair "
+                    f"tuned_v3 - tuned_v2 >= -{V3_COST} point (mean test accuracy) and its cost <= {COST_GOAL:g}x a final run",
+            "pairs": each, "default": verdict}
 
 
 def fidelity_summary(records: list[dict[str, Any]], recipes: Sequence[str], epochs: Sequence[int], seeds: Sequence[int],
@@ -981,6 +1017,8 @@ def summarise(out: Path, chosen: dict[str, Any], budgets: dict[str, dict[str, An
         result["switch_guard"] = guard_verdict(result["pairs"], chosen["seeds"])
     if any("tuning_v2" in e.get("evidence", {}) for e in result["pairs"].values()):
         result["tuner_v2"] = v2_verdict(result["pairs"], chosen["seeds"])
+    if any("tuning_v3" in e.get("evidence", {}) for e in result["pairs"].values()):
+        result["tuner_v3"] = v3_verdict(result["pairs"], chosen["seeds"])
     fidelity = {n: e["fidelity"] for n, e in result["pairs"].items() if "fidelity" in e}
     if fidelity:
         epochs = sorted({int(e) for f in fidelity.values() for e in f})
@@ -1009,7 +1047,7 @@ def main(argv: Sequence[str]) -> int:
     studies: dict[str, Studies] = {}
     for name, p in protos.items():
         studies[name] = {}
-        for recipe, tune_epochs in ((TUNED, args.tune_epochs), (TUNED_V2, args.v2_tune_epochs)):
+        for recipe, tune_epochs in ((TUNED, args.tune_epochs), (TUNED_V2, args.v2_tune_epochs), (TUNED_V3, args.v2_tune_epochs)):
             if recipe not in chosen["recipes"]:
                 continue
             n = args.trials or trials_by_rule(p.epochs, p.train_images, tune_epochs, p.tune_images, args.budget)
@@ -1072,15 +1110,17 @@ def report(result: dict[str, Any]) -> None:
             if goal["n"]:
                 print(f"goal {goal['rule']}: difference {fmt(goal['difference'], 2)} on {goal['n']} runs -> {goal['met']}; "
                       f"cost {fmt(cost['mean'], 2)}x a final run -> {cost['met']}")
-            if "tuning_v2" in ev:
-                goal, cost = ev["tuning_v2"]["goals"]["accuracy"], ev["tuning_v2"]["goals"]["cost"]
-                print(f"v2 goal {goal['rule']}: difference {fmt(goal['difference'], 2)} on {goal['n']} runs -> {goal['met']}; "
-                      f"cost {fmt(cost['mean'], 2)}x -> {cost['met']}; kept the configured recipe in {ev['tuning_v2']['kept_configured']}")
+            for key, label in (("tuning_v2", "v2"), ("tuning_v3", "v3")):
+                if key in ev:
+                    goal, cost = ev[key]["goals"]["accuracy"], ev[key]["goals"]["cost"]
+                    print(f"{label} goal {goal['rule']}: difference {fmt(goal['difference'], 2)} on {goal['n']} runs -> {goal['met']}; "
+                          f"cost {fmt(cost['mean'], 2)}x -> {cost['met']}; kept the configured recipe in {ev[key]['kept_configured']}")
         for e, f in entry.get("fidelity", {}).items():
             print(f"{name} fidelity at {e} epoch(s): {f['cells']} cell(s), {len(f['recipes'])} recipes, ρ {fmt(f['rho'], 3)}, "
                   f"short best {f['best_short']}, full best {f['best_full']}, regret {fmt(f['regret'], 2)} -> safe {f['safe']}")
-    if "tuner_v2" in result:
-        print(f"tuner v2 ({result['tuner_v2']['rule']}): {result['tuner_v2']['default']}")
+    for key in ("tuner_v2", "tuner_v3"):
+        if key in result:
+            print(f"{key.replace('_', ' ')} ({result[key]['rule']}): {result[key]['default']}")
     if "safe_tune_epochs" in result:
         print(f"safe tune.epochs ({result['safe_tune_epochs']['rule']}): {result['safe_tune_epochs']['verdicts']}")
 

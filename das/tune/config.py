@@ -76,6 +76,12 @@ class TuneConfig:
             grid over the one setting that moved accuracy most in the measured pairs, so a few
             trials cover its range whatever the sampler draws. Fixed trials are never pruned.
             null or []: none. The defaults outside the cosine ranges are dropped.
+        refine: trials after the anchors that bisect the cosine scale (on a log scale) between the
+            best-scoring scale of the configured recipe's line (trial 0, the anchors, earlier
+            refinements) and its better-scoring neighbour, the rest of the recipe as configured;
+            they stop early once a midpoint would lie within a factor 1.2 of a scale already
+            tried (das.tune.study.REFINE_MIN_RATIO). Later trials are drawn by TPE. Refinement trials are never pruned.
+            0: none; without a cosine_scale range there is nothing to refine.
         views: fixed augmented views of each training image in the trials' teacher cache
             (data.augment's crops and flips); 1: the images as loaded, unaugmented.
         switch_z: the best trial replaces the configured recipe (trial 0) only when its validation
@@ -101,6 +107,7 @@ class TuneConfig:
     feature_pairs: list[str] | None = field(default_factory=lambda: list(PAIRINGS))
     lr_factor: list[float] | None = field(default_factory=lambda: [0.25, 4.0])
     anchors: list[float] | None = field(default_factory=lambda: list(DEFAULT_ANCHORS))
+    refine: int = 0
     views: int = 1
     switch_z: float = 1.645
     only: bool = False
@@ -133,6 +140,8 @@ class TuneConfig:
         if not isinstance(self.cosine_off, bool):
             raise DasError(f"tune.cosine_off={self.cosine_off!r} must be true or false")
         self._check_anchors()
+        if not _integer(self.refine) or self.refine < 0:
+            raise DasError(f"tune.refine={self.refine!r} must be an integer >= 0: trials that refine the cosine scale after the anchors (0: none)")
         if not (len(self.logit_losses) > 1 or (self.feature_pairs and len(self.feature_pairs) > 1)
                 or any(getattr(self, k) is not None for k in ("logit_weight", "temperature", "cosine_scale", "lr_factor"))):
             raise DasError(f"tune.trials={self.trials} but nothing is tuned: every range is null and every list has one choice; "
@@ -199,7 +208,7 @@ class TuneConfig:
     def study_settings(self) -> dict[str, Any]:
         """The settings that change what a trial computes (not how many trials, nor what happens after).
 
-        ``anchors`` is left out when there are none, so a study made before the option existed reads back.
+        ``anchors`` and ``refine`` are left out when there are none, so a study made before the options existed reads back.
         """
-        skip = {"trials", "only", "tuned_for", "switch_z", *(() if self.anchors else ("anchors",))}
+        skip = {"trials", "only", "tuned_for", "switch_z", *(() if self.anchors else ("anchors",)), *(() if self.refine else ("refine",))}
         return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip}

@@ -2,7 +2,8 @@
 
 - ``tune/trials.csv``: one row per trial: its number, outcome (complete, pruned, diverged; lost:
   its process died or was interrupted, and another trial took its place; running), validation
-  accuracy (the last epoch it reached), epochs, seconds, and the recipe's params;
+  accuracy (the last epoch it reached), epochs, seconds, whether it is the configured recipe, its
+  anchor or refinement scale, and the recipe's params;
 - ``tune/plots/history.png`` and ``tune/plots/importance.png``: Optuna's optimisation history and
   parameter importances (fANOVA), drawn with its matplotlib backend; the importances need two
   completed trials, and are skipped with a note before that;
@@ -29,7 +30,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from das.tune.study import ANCHOR, CONFIGURED, OUTCOME, RECIPE, SECONDS, TuneResult, counted
+from das.tune.study import ANCHOR, CONFIGURED, OUTCOME, RECIPE, REFINE, SECONDS, TuneResult, counted
 
 TRIALS_CSV = "trials.csv"
 BEST_JSON = "best.json"
@@ -68,6 +69,7 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
         rows.append({"trial": t.number, "outcome": outcome_of(t), "val_acc": t.value if t.value is not None else last,
                      "epochs": t.user_attrs.get("epochs", len(t.intermediate_values)), "seconds": t.user_attrs.get(SECONDS),
                      "configured": bool(t.user_attrs.get(CONFIGURED, False)), "anchor": t.user_attrs.get(ANCHOR),
+                     "refine": t.user_attrs.get(REFINE),
                      **{p: t.params.get(p) for p in PARAMS},
                      "lr": recipe.get("lr"), "losses": json.dumps(recipe.get("losses")) if recipe else None,
                      "worker": t.user_attrs.get("worker")})
@@ -77,7 +79,7 @@ def trial_rows(study: optuna.Study) -> list[dict[str, Any]]:
 def write_trials_csv(study: optuna.Study, path: Path) -> Path:
     rows = trial_rows(study)
     out = io.StringIO()
-    fields = ["trial", "outcome", "val_acc", "epochs", "seconds", "configured", "anchor", *PARAMS, "lr", "losses", "worker"]
+    fields = ["trial", "outcome", "val_acc", "epochs", "seconds", "configured", "anchor", "refine", *PARAMS, "lr", "losses", "worker"]
     writer = csv.DictWriter(out, fieldnames=fields)
     writer.writeheader()
     writer.writerows(rows)

@@ -166,20 +166,29 @@ class RecipeSpace:
         base = self.default_params()
         if base is None or not self.cfg.anchors:
             return []
-        c, out = self.cfg, []
-        for scale in self.cfg.anchors:
-            params = {k: v for k, v in base.items() if k not in ("cosine", "cosine_scale", "feature_pairs")}
-            on = scale > 0
-            if c.cosine_off:
-                params["cosine"] = ON if on else OFF
-            if on:
-                params["cosine_scale"] = float(scale)
-            if c.feature_pairs is not None and (on or self._other_features()):
-                params["feature_pairs"] = base.get("feature_pairs", self.feature_pairs if self.feature_pairs in c.feature_pairs
-                                                   else c.feature_pairs[0])
-            if params != base:
-                out.append((float(scale), params))
-        return out
+        return [(float(scale), params) for scale in self.cfg.anchors if (params := self.scale_params(float(scale), base)) != base]
+
+    def configured_scale(self) -> float | None:
+        """The configured recipe's cosine scale as the study's line holds it (None when the cosine term is off or not tuned)."""
+        base = self.default_params()
+        return None if base is None or "cosine_scale" not in base else float(base["cosine_scale"])
+
+    def scale_params(self, scale: float, base: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The configured recipe's params (``base``) with only the cosine scale changed to ``scale`` (0: off)."""
+        base = self.default_params() if base is None else base
+        if base is None:
+            raise ValueError("the configured recipe lies outside the ranges: it has no line of cosine scales")
+        c = self.cfg
+        params = {k: v for k, v in base.items() if k not in ("cosine", "cosine_scale", "feature_pairs")}
+        on = scale > 0
+        if c.cosine_off:
+            params["cosine"] = ON if on else OFF
+        if on:
+            params["cosine_scale"] = float(scale)
+        if c.feature_pairs is not None and (on or self._other_features()):
+            params["feature_pairs"] = base.get("feature_pairs", self.feature_pairs if self.feature_pairs in c.feature_pairs
+                                               else c.feature_pairs[0])
+        return params
 
 
 def describe(recipe: dict[str, Any]) -> str:

@@ -14,6 +14,7 @@ from benchmarks import recipe_tuning as rt
 from das.calibrate.trainer import StudentRun
 from das.errors import DasError
 from das.spaces import create_space
+from das.tune.study import refine_candidate
 from tests.benchmarks.conftest import ARCHS
 from tests.benchmarks.fakes import save_random_teacher, write_fake_cifar
 
@@ -106,27 +107,37 @@ def test_runs_summary_resume_and_refusals(tiny: list[str], tmp_path: Path, monke
     assert "\n" not in str(err.value) + str(err2.value)
 
 
-def test_the_tuner_v2_on_r3(tiny: list[str], tmp_path: Path, one_thread) -> None:
-    """R3 (the population trainer on another sample) with the v2 study: anchors after the configured trial, no pruning, the guard on."""
+def test_the_tuner_v2_and_v3_on_r3(tiny: list[str], tmp_path: Path, one_thread) -> None:
+    """R3 (the population trainer on another sample) with the v2 study (anchors after the configured trial, no pruning, the guard
+    on) and the v3 (a refinement of the cosine scale where the v2 draws)."""
     argv = [*tiny, "--pairs", "R3", "--r3-students", str(tmp_path / "students.json"), "--r3-only", "1:3", "--parts", "evidence",
-            "--recipes", "default,s400,tuned_v2", "--v2-tune-epochs", "2", "--trials", "4"]
+            "--recipes", "default,s400,tuned_v2,tuned_v3", "--v2-tune-epochs", "2", "--trials", "6"]
     assert rt.main(argv) == 0
     out = tmp_path / "out"
     r3 = records(out / "res.R3.runs.jsonl")
     finals = sorted((r["recipe"], r["student"]) for r in r3 if r["kind"] == "final")
     students = sorted({s for _, s in finals})
-    assert len(students) == 2 and finals == sorted((name, s) for name in ("default", "s400", "tuned_v2") for s in students)
-    v2 = [r for r in r3 if r.get("recipe") == "tuned_v2"]
-    assert all(r["definition"]["tune"] == {"trials": 4, "epochs": 2, "train_images": 20, "logit_losses": ["kd"], **rt.V2} for r in v2)
-    assert all(r["tune"]["trials"] == {"complete": 4, "pruned": 0, "diverged": 0} for r in v2)
-    study = rt.work_dir(out / "res.json") / "R3" / f"tuned_v2-seed0-{rt.student_dir(students[0])}" / "tune" / "trials.csv"
-    rows = study.read_text().splitlines()
-    assert [row.split(",")[5:7] for row in rows[1:]] == [["True", ""], ["False", "0.0"], ["False", "10.0"], ["False", "100.0"]]
+    assert len(students) == 2 and finals == sorted((name, s) for name in ("default", "s400", "tuned_v2", "tuned_v3") for s in students)
+    for name, settings in (("tuned_v2", rt.V2), ("tuned_v3", rt.V3)):
+        runs = [r for r in r3 if r.get("recipe") == name]
+        assert all(r["definition"]["tune"] == {"trials": 6, "epochs": 2, "train_images": 20, "logit_losses": ["kd"], **settings} for r in runs)
+        assert all(r["tune"]["trials"] == {"complete": 6, "pruned": 0, "diverged": 0} for r in runs)
+    fixed = [["True", "", ""], ["False", "0.0", ""], ["False", "10.0", ""], ["False", "100.0", ""], ["False", "1000.0", ""]]
+    for name in ("tuned_v2", "tuned_v3"):
+        study = rt.work_dir(out / "res.json") / "R3" / f"{name}-seed0-{rt.student_dir(students[0])}" / "tune" / "trials.csv"
+        rows = [row.split(",") for row in study.read_text().splitlines()]
+        assert [row[5:8] for row in rows[1:6]] == fixed
+        if name == "tuned_v2":
+            assert rows[6][7] == ""  # drawn by TPE
+        else:  # the refinement of the line the configured trial and the anchors scored
+            line = {float(row[12] if row[6] == "" else row[6]): float(row[2]) for row in rows[1:6] if row[6] != "0.0"}
+            assert rows[0][12] == "cosine_scale" and float(rows[6][7]) == refine_candidate(line) == float(rows[6][12])
     summary = json.loads((out / "res.json").read_text())
     ev = summary["pairs"]["R3"]["evidence"]
     assert ev["reference"] in ("default", "s400") and "fidelity" not in summary["pairs"]["R3"]
     assert ev["tuning_v2"]["goals"]["accuracy"]["n"] == 2 and ev["tuning_v2"]["minus_default"]["n"] == 2
-    assert summary["tuner_v2"]["default"] is None  # R1 and R2 have no v2 runs here
+    assert summary["tuner_v2"]["default"] is None and summary["tuner_v3"]["default"] is None  # R1 and R2 have no v2/v3 runs here
+    assert ev["tuning_v3"]["minus_tuned_v2"]["n"] == 2
 
 
 def test_the_tuner_v2_rule_and_r3_reference_by_hand() -> None:
@@ -150,6 +161,19 @@ def test_the_tuner_v2_rule_and_r3_reference_by_hand() -> None:
     assert rt.v2_verdict({**good, "R2": pair(8, 0.1, 16, 1.2)}, [0, 1])["default"] is False  # too costly
     assert rt.v2_verdict({**good, "R1": pair(1, 2.0, 1, 0.5)}, [0, 1])["default"] is None  # R1's seed 1 missing
     assert rt.v2_verdict({k: v for k, v in good.items() if k != "R3"}, [0, 1])["default"] is None
+
+
+def test_the_tuner_v3_rule_by_hand() -> None:
+    def pair(students: int, difference: float, n: int, cost: float) -> dict:
+        return {"students": ["s"] * students,
+                "evidence": {"tuning_v3": {"cost_in_final_runs": {"mean": cost}, "minus_tuned_v2": {"difference": difference, "n": n}}}}
+
+    good = {"R1": pair(1, -0.3, 2, 0.6), "R2": pair(8, 0.0, 16, 0.7), "R3": pair(4, 0.2, 8, 0.8)}
+    assert rt.v3_verdict(good, [0, 1])["default"] is True
+    assert rt.v3_verdict({**good, "R1": pair(1, -0.31, 2, 0.6)}, [0, 1])["default"] is False
+    assert rt.v3_verdict({**good, "R3": pair(4, 0.2, 8, 1.01)}, [0, 1])["default"] is False  # too costly
+    assert rt.v3_verdict({**good, "R2": pair(8, 0.0, 15, 0.7)}, [0, 1])["default"] is None  # a cell missing
+    assert rt.v3_verdict({k: v for k, v in good.items() if k != "R1"}, [0, 1])["default"] is None
 
 
 def test_r1_runs_are_cifar10_distills_runs(tmp_path: Path, one_thread) -> None:

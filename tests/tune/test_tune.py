@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import signal
@@ -26,7 +27,7 @@ from das.storage import journal_storage
 from das.tune import command as train
 from das.tune.config import TuneConfig, logit_losses
 from das.tune.space import RecipeSpace
-from das.tune.study import ANCHOR, CONFIGURED, OUTCOME, RECIPE, STUDY_NAME, counted, switch_margin
+from das.tune.study import ANCHOR, CONFIGURED, OUTCOME, RECIPE, REFINE, STUDY_NAME, counted, refine_candidate, switch_margin
 
 ROOT = Path(__file__).resolve().parents[2]
 #: A tiny student and teacher on 8×8 digits (as tests/cli/test_train_cli.py), no baseline: seconds per run.
@@ -202,6 +203,7 @@ BAD_TUNE = [
     (["--tune.trials", "2", "--tune.anchors", "[10, 10]"], "tune.anchors=[10.0, 10.0] names a scale twice"),
     (["--tune.trials", "2", "--tune.anchors", "[-1]"], "tune.anchors=[-1.0] must be a list of cosine scales >= 0"),
     (["--tune.trials", "2", "--tune.anchors", "[10]", "--tune.cosine_scale", "null"], "tune.anchors=[10.0] needs a tune.cosine_scale range"),
+    (["--tune.trials", "2", "--tune.refine", "-1"], "tune.refine=-1 must be an integer >= 0"),
     (["--tune.trials", "2", "--data.val_fraction", "0"], "but data.val_fraction=0"),
     (["--tune.trials", "2", "--model.teacher", "null"], "model.teacher is null"),
     (["--tune.trials", "2", "--data.val_fraction", "0.001"], "holds out 0 of the 1438 training images"),
@@ -375,3 +377,48 @@ def test_the_anchors_follow_the_configured_trial_in_order_and_fixed_trials_are_n
     assert [t.user_attrs["epochs"] for t in trials] == [2, 2, 2, 1]
     rows = (run / "tune" / "trials.csv").read_text().splitlines()
     assert rows[0].split(",")[5:7] == ["configured", "anchor"] and rows[2].split(",")[6] == "0.0"
+
+
+def test_refinement_bisects_towards_the_better_neighbour_of_the_best_scale_and_stops_at_the_ratio() -> None:
+    """refine_candidate by hand, on R1's seed-0 anchors (validation accuracy after 5 epochs)."""
+    line = {1.0: 41.2, 10.0: 44.3, 100.0: 50.3, 1000.0: 44.9}
+    assert refine_candidate(line) == 316.2  # √(100 · 1000): 1000 (44.9) scores above 10 (44.3)
+    assert refine_candidate(line | {316.2: 49.0}) == 177.8  # best still 100; 316.2 (49.0) is its better neighbour now
+    assert refine_candidate(line | {316.2: 52.0}) == 177.8  # 316.2 is best; its neighbours are 100 (50.3) and 1000 (44.9)
+    # The best at an end of the line: only inward, never past the anchors.
+    assert refine_candidate({1.0: 45.0, 10.0: 44.0, 100.0: 40.0}) == 3.162
+    assert refine_candidate({1.0: 30.0, 10.0: 44.0, 100.0: 40.0, 1000.0: 50.0}) == 316.2
+    # Ties: the smaller scale is best, and its left neighbour is tried first.
+    assert refine_candidate({1.0: 40.0, 10.0: 40.0, 100.0: 40.0}) == 3.162
+    assert refine_candidate({1.0: 40.0, 10.0: 45.0, 100.0: 40.0}) == 3.162
+    # A midpoint within 1.2 of a tried scale is not run; the other side is, then nothing.
+    assert refine_candidate({1.0: 30.0, 9.0: 44.0, 10.0: 45.0, 100.0: 40.0}) == 31.62  # √90 lies within 1.2 of 9
+    assert refine_candidate({1.0: 45.0, 1.15: 30.0, 10.0: 44.0}) is None  # √1.15 lies within 1.2 of 1
+    # Running trials hold their place but do not score; fewer than two scales or no score: nothing.
+    assert refine_candidate({1.0: 45.0, 10.0: None, 100.0: 40.0}) == 3.162
+    assert refine_candidate({1.0: 45.0}) is None and refine_candidate({1.0: None, 10.0: None}) is None
+
+
+def test_refinement_trials_follow_the_anchors_bisect_the_line_and_are_never_pruned(tmp_path, monkeypatch, one_thread) -> None:
+    """A pruner that stops every trial it is asked about: the configured trial, 2 anchors and 2 refinements finish; the drawn one is stopped."""
+    monkeypatch.setattr(optuna.Trial, "should_prune", lambda self: True)
+    run = tmp_path / "run"
+    argv = [*TINY, "--tune.trials", "6", "--tune.epochs", "2", "--tune.train_images", "200", "--tune.anchors", "[10, 100]",
+            "--tune.refine", "2", "--tune.only", "true", "--trainer.default_root_dir", str(run)]
+    assert guarded(train.main, argv) == 0
+    trials = sorted(load(run).trials, key=lambda t: t.number)
+    assert [t.user_attrs.get(ANCHOR) for t in trials] == [None, 10.0, 100.0, None, None, None]
+    scales = [t.user_attrs.get(REFINE) for t in trials]
+    assert scales[:3] == [None] * 3 and scales[5] is None and None not in scales[3:5]
+    line = {1.0: trials[0].value, 10.0: trials[1].value, 100.0: trials[2].value}
+    best = max(line, key=lambda s: (line[s], -s))
+    others = sorted((s for s in line if s != best and abs(math.log10(s / best)) == 1), key=lambda s: (-line[s], s))
+    assert scales[3] == round(math.sqrt(best * others[0]), 3 - math.floor(math.log10(math.sqrt(best * others[0]))))
+    assert scales[4] == refine_candidate(line | {scales[3]: trials[3].value})
+    for t, scale in zip(trials[3:5], scales[3:5]):
+        assert t.user_attrs[RECIPE]["losses"]["cosine"]["scale"] == scale and t.user_attrs[RECIPE]["lr"] == trials[0].user_attrs[RECIPE]["lr"]
+        assert {k: v for k, v in t.params.items() if k != "cosine_scale"} == {k: v for k, v in trials[0].params.items() if k != "cosine_scale"}
+    assert [t.user_attrs[OUTCOME] for t in trials] == ["complete"] * 5 + ["pruned"]
+    rows = (run / "tune" / "trials.csv").read_text().splitlines()
+    assert rows[0].split(",")[5:8] == ["configured", "anchor", "refine"] and float(rows[4].split(",")[7]) == scales[3]
+    assert TuneConfig(trials=2, refine=3).study_settings()["refine"] == 3 and "refine" not in TuneConfig(trials=2).study_settings()

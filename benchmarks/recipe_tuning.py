@@ -857,6 +857,8 @@ def evidence_summary(records: list[dict[str, Any]], pair: str, work: Path | None
         out["tuning_v3"]["kept_configured"] = sum(c["kept"] is not None for c in out["tuning_v3"]["chosen"])
         out["tuning_v3"]["minus_default"] = difference(records, TUNED_V3, "default")
         out["tuning_v3"]["minus_tuned_v2"] = difference(records, TUNED_V3, TUNED_V2)
+        if lr is not None:
+            out["tuning_v3"]["default_replayed"] = configured_replay(records, TUNED_V3, lr)
     if decisions:
         reference = difference(records, GUARDED, ref)
         reference.update(met=None if reference["difference"] is None else reference["difference"] >= -TOLERANCE[pair] - 1e-9)

@@ -81,7 +81,8 @@ class TuneConfig:
             refinements) and its better-scoring neighbour, the rest of the recipe as configured;
             they stop early once a midpoint would lie within a factor 1.2 of a scale already
             tried (das.tune.study.REFINE_MIN_RATIO). Later trials are drawn by TPE. Refinement trials are never pruned.
-            0: none; without a cosine_scale range there is nothing to refine.
+            0: none; without a cosine_scale range there is nothing to refine. The default, 4, is
+            the tuner v3's (docs/decisions.md).
         views: fixed augmented views of each training image in the trials' teacher cache
             (data.augment's crops and flips); 1: the images as loaded, unaugmented.
         switch_z: the best trial replaces the configured recipe (trial 0) only when its validation
@@ -107,7 +108,7 @@ class TuneConfig:
     feature_pairs: list[str] | None = field(default_factory=lambda: list(PAIRINGS))
     lr_factor: list[float] | None = field(default_factory=lambda: [0.25, 4.0])
     anchors: list[float] | None = field(default_factory=lambda: list(DEFAULT_ANCHORS))
-    refine: int = 0
+    refine: int = 4
     views: int = 1
     switch_z: float = 1.645
     only: bool = False

@@ -367,7 +367,7 @@ def test_the_anchors_follow_the_configured_trial_in_order_and_fixed_trials_are_n
     monkeypatch.setattr(optuna.Trial, "should_prune", lambda self: True)
     run = tmp_path / "run"
     argv = [*TINY, "--tune.trials", "4", "--tune.epochs", "2", "--tune.train_images", "200", "--tune.anchors", "[0, 100]",
-            "--tune.only", "true", "--trainer.default_root_dir", str(run)]
+            "--tune.refine", "0", "--tune.only", "true", "--trainer.default_root_dir", str(run)]
     assert guarded(train.main, argv) == 0
     trials = sorted(load(run).trials, key=lambda t: t.number)
     assert [t.user_attrs.get(CONFIGURED, False) for t in trials] == [True, False, False, False]
@@ -421,4 +421,5 @@ def test_refinement_trials_follow_the_anchors_bisect_the_line_and_are_never_prun
     assert [t.user_attrs[OUTCOME] for t in trials] == ["complete"] * 5 + ["pruned"]
     rows = (run / "tune" / "trials.csv").read_text().splitlines()
     assert rows[0].split(",")[5:8] == ["configured", "anchor", "refine"] and float(rows[4].split(",")[7]) == scales[3]
-    assert TuneConfig(trials=2, refine=3).study_settings()["refine"] == 3 and "refine" not in TuneConfig(trials=2).study_settings()
+    assert TuneConfig(trials=2, refine=3).study_settings()["refine"] == 3 and "refine" not in TuneConfig(trials=2, refine=0).study_settings()
+    assert TuneConfig(trials=2).refine == 4  # the tuner v3's default

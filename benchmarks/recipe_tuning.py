@@ -115,7 +115,7 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -887,24 +887,31 @@ def guard_verdict(pairs: dict[str, Any], seeds: Sequence[int]) -> dict[str, Any]
                     f">= -{GUARD_COST} point (mean test accuracy)", "pairs": each, "default": verdict}
 
 
+def tuner_pairs(pairs: dict[str, Any], seeds: Sequence[int], key: str, against: Callable[[str], str],
+                max_cost: float) -> tuple[dict[str, Any], bool | None]:
+    """Each pair's difference of a tuner's runs (``key``, e.g. ``tuning_v2``) against ``against(pair)`` (``minus_<recipe>``)
+    and its cost; the verdict: every difference ≥ −``max_cost`` and every cost ≤ COST_GOAL, None until every pair holds every cell."""
+    each: dict[str, Any] = {}
+    for name in PAIRS:
+        entry = pairs.get(name, {})
+        tuner = entry.get("evidence", {}).get(key)
+        if tuner is None:
+            continue
+        d = tuner.get(f"minus_{against(name)}", {"difference": None, "n": 0})
+        each[name] = {"against": against(name), "difference": d["difference"], "runs": d["n"], "cost": tuner["cost_in_final_runs"]["mean"],
+                      "complete": d["n"] == len(entry["students"]) * len(seeds)}
+    complete = all(name in each and each[name]["complete"] for name in PAIRS)
+    verdict = all(each[n]["difference"] >= -max_cost - 1e-9 and each[n]["cost"] <= COST_GOAL for n in PAIRS) if complete else None
+    return each, verdict
+
+
 def v2_verdict(pairs: dict[str, Any], seeds: Sequence[int]) -> dict[str, Any]:
     """docs/decisions.md's rule for the tuner v2, over both seeds: its settings become train.py's defaults if
 
     on R3 (unseen) tuned_v2 − default ≥ −V2_COST, on R1 and R2 tuned_v2 − tuned_guarded ≥ −V2_COST, and its cost
     is at most COST_GOAL final runs on every pair. None until every pair holds every cell.
     """
-    each: dict[str, Any] = {}
-    for name in PAIRS:
-        entry = pairs.get(name, {})
-        v2 = entry.get("evidence", {}).get("tuning_v2")
-        if v2 is None:
-            continue
-        d = v2["minus_default"] if name == "R3" else v2.get("minus_tuned_guarded", {"difference": None, "n": 0})
-        cost = v2["cost_in_final_runs"]["mean"]
-        each[name] = {"against": "default" if name == "R3" else GUARDED, "difference": d["difference"], "runs": d["n"],
-                      "cost": cost, "complete": d["n"] == len(entry["students"]) * len(seeds)}
-    complete = all(name in each and each[name]["complete"] for name in PAIRS)
-    verdict = (all(each[n]["difference"] >= -V2_COST - 1e-9 and each[n]["cost"] <= COST_GOAL for n in PAIRS) if complete else None)
+    each, verdict = tuner_pairs(pairs, seeds, "tuning_v2", lambda name: "default" if name == "R3" else GUARDED, V2_COST)
     return {"rule": f"the tuner v2's settings ({V2}, tune.epochs 5) become train.py's defaults if over seeds {list(seeds)} "
                     f"R3 tuned_v2 - default >= -{V2_COST}, R1 and R2 tuned_v2 - {GUARDED} >= -{V2_COST} point (mean test accuracy), "
                     f"and its cost <= {COST_GOAL:g}x a final run on every pair", "pairs": each, "default": verdict}
@@ -914,17 +921,7 @@ def v3_verdict(pairs: dict[str, Any], seeds: Sequence[int]) -> dict[str, Any]:
     """docs/decisions.md's rule for the tuner v3, over both seeds: tune.refine 4 becomes train.py's default if on
     R1, R2 and R3 tuned_v3 − tuned_v2 ≥ −V3_COST and its cost is at most COST_GOAL final runs. None until every pair holds every cell.
     """
-    each: dict[str, Any] = {}
-    for name in PAIRS:
-        entry = pairs.get(name, {})
-        v3 = entry.get("evidence", {}).get("tuning_v3")
-        if v3 is None:
-            continue
-        d, cost = v3["minus_tuned_v2"], v3["cost_in_final_runs"]["mean"]
-        each[name] = {"against": TUNED_V2, "difference": d["difference"], "runs": d["n"], "cost": cost,
-                      "complete": d["n"] == len(entry["students"]) * len(seeds)}
-    complete = all(name in each and each[name]["complete"] for name in PAIRS)
-    verdict = all(each[n]["difference"] >= -V3_COST - 1e-9 and each[n]["cost"] <= COST_GOAL for n in PAIRS) if complete else None
+    each, verdict = tuner_pairs(pairs, seeds, "tuning_v3", lambda name: TUNED_V2, V3_COST)
     return {"rule": f"tune.refine {V3['refine']} becomes train.py's default if over seeds {list(seeds)} on every pair "
                     f"tuned_v3 - tuned_v2 >= -{V3_COST} point (mean test accuracy) and its cost <= {COST_GOAL:g}x a final run",
             "pairs": each, "default": verdict}

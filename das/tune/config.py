@@ -80,7 +80,8 @@ class TuneConfig:
             best-scoring scale of the configured recipe's line (trial 0, the anchors, earlier
             refinements) and its better-scoring neighbour, the rest of the recipe as configured;
             they stop early once a midpoint would lie within a factor 1.2 of a scale already
-            tried (das.tune.study.REFINE_MIN_RATIO). Later trials are drawn by TPE. Refinement trials are never pruned.
+            tried (das.tune.study.REFINE_MIN_RATIO). Later trials are drawn by TPE. Refinement
+            trials are never pruned.
             0: none; without a cosine_scale range there is nothing to refine. The default, 4, is
             the tuner v3's (docs/decisions.md).
         views: fixed augmented views of each training image in the trials' teacher cache

@@ -362,14 +362,18 @@ def test_an_anchor_is_the_configured_recipe_with_only_the_cosine_scale_changed()
     assert TuneConfig(trials=2, anchors=[0, 10]).study_settings()["anchors"] == [0.0, 10.0]
 
 
+def study_pruning_every_trial(run: Path, monkeypatch: pytest.MonkeyPatch, flags: list[str]) -> list[optuna.trial.FrozenTrial]:
+    """A 2-epoch study (tune.only) under a pruner that stops every trial it is asked about; its trials in order."""
+    monkeypatch.setattr(optuna.Trial, "should_prune", lambda self: True)
+    argv = [*TINY, "--tune.epochs", "2", "--tune.train_images", "200", *flags, "--tune.only", "true", "--trainer.default_root_dir", str(run)]
+    assert guarded(train.main, argv) == 0
+    return sorted(load(run).trials, key=lambda t: t.number)
+
+
 def test_the_anchors_follow_the_configured_trial_in_order_and_fixed_trials_are_never_pruned(tmp_path, monkeypatch, one_thread) -> None:
     """A pruner that stops every trial it is asked about: only the drawn trial is stopped."""
-    monkeypatch.setattr(optuna.Trial, "should_prune", lambda self: True)
     run = tmp_path / "run"
-    argv = [*TINY, "--tune.trials", "4", "--tune.epochs", "2", "--tune.train_images", "200", "--tune.anchors", "[0, 100]",
-            "--tune.refine", "0", "--tune.only", "true", "--trainer.default_root_dir", str(run)]
-    assert guarded(train.main, argv) == 0
-    trials = sorted(load(run).trials, key=lambda t: t.number)
+    trials = study_pruning_every_trial(run, monkeypatch, ["--tune.trials", "4", "--tune.anchors", "[0, 100]", "--tune.refine", "0"])
     assert [t.user_attrs.get(CONFIGURED, False) for t in trials] == [True, False, False, False]
     assert [t.user_attrs.get(ANCHOR) for t in trials] == [None, 0.0, 100.0, None]
     assert "cosine" not in trials[1].user_attrs[RECIPE]["losses"] and trials[2].user_attrs[RECIPE]["losses"]["cosine"]["scale"] == 100.0
@@ -401,12 +405,8 @@ def test_refinement_bisects_towards_the_better_neighbour_of_the_best_scale_and_s
 
 def test_refinement_trials_follow_the_anchors_bisect_the_line_and_are_never_pruned(tmp_path, monkeypatch, one_thread) -> None:
     """A pruner that stops every trial it is asked about: the configured trial, 2 anchors and 2 refinements finish; the drawn one is stopped."""
-    monkeypatch.setattr(optuna.Trial, "should_prune", lambda self: True)
     run = tmp_path / "run"
-    argv = [*TINY, "--tune.trials", "6", "--tune.epochs", "2", "--tune.train_images", "200", "--tune.anchors", "[10, 100]",
-            "--tune.refine", "2", "--tune.only", "true", "--trainer.default_root_dir", str(run)]
-    assert guarded(train.main, argv) == 0
-    trials = sorted(load(run).trials, key=lambda t: t.number)
+    trials = study_pruning_every_trial(run, monkeypatch, ["--tune.trials", "6", "--tune.anchors", "[10, 100]", "--tune.refine", "2"])
     assert [t.user_attrs.get(ANCHOR) for t in trials] == [None, 10.0, 100.0, None, None, None]
     scales = [t.user_attrs.get(REFINE) for t in trials]
     assert scales[:3] == [None] * 3 and scales[5] is None and None not in scales[3:5]
